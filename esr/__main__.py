@@ -1,0 +1,5 @@
+import sys
+
+from esr.cli import main
+
+sys.exit(main())

@@ -1,0 +1,30 @@
+"""Pad an NCHW batch to the size an arch needs, and crop the upscaled result back."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def pad_to_fit(x: torch.Tensor, multiple: int = 1, min_size: int = 1) -> tuple[torch.Tensor, int, int]:
+    """Pad ``x`` (N, C, H, W) at the bottom/right so H and W are ``>= min_size`` and divisible by ``multiple``.
+
+    Reflect padding is used (the convention of the official DITN/RLFN code); a side
+    too small to reflect (pad >= size) is replicate-padded instead.
+
+    Returns:
+        (padded, pad_h, pad_w): the padded tensor and how many rows/columns were added.
+    """
+    h, w = x.shape[-2:]
+    target_h = max(h, min_size)
+    target_w = max(w, min_size)
+    pad_h = target_h - h + (-target_h) % multiple
+    pad_w = target_w - w + (-target_w) % multiple
+    if pad_h == 0 and pad_w == 0:
+        return x, 0, 0
+    mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode), pad_h, pad_w
+
+
+def crop_to(y: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Crop ``y`` (N, C, H', W') to its top-left ``height x width``."""
+    return y[..., :height, :width]

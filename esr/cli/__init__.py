@@ -1,0 +1,51 @@
+"""The ``esr`` console script: one subcommand module per verb, listed in :data:`COMMANDS`.
+
+Each command module exposes ``HELP`` (one line), ``configure(parser)`` (cheap: no
+torch import) and ``run(args) -> int`` (the exit code). :class:`esr.errors.EsrError`
+raised by a command becomes one ``error: ...`` line and its exit code.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from esr.errors import EXIT_USAGE, EsrError
+
+COMMANDS: dict[str, str] = {
+    "models": "esr.cli.models_cmd",
+    "eval": "esr.cli.eval_cmd",
+}
+"""subcommand -> module implementing it."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from esr import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="esr", description="Efficient super-resolution: train, export, upscale and benchmark RLFN/DITN models."
+    )
+    parser.add_argument("--version", action="version", version=f"esr {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.configure(command)
+        command.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except EsrError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""Parameter and multiply-accumulate counts of a model at a given input size."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, height: int = 256, width: int = 256) -> int:
+    """MACs of one forward pass on a (1, 3, height, width) input.
+
+    Counted by PyTorch's FlopCounterMode over the aten ops that run (convolutions,
+    matmuls, linear layers; elementwise ops are not counted, as in fvcore/thop);
+    MACs = FLOPs / 2.
+    """
+    device = next(model.parameters()).device
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(torch.zeros(1, 3, height, width, device=device))
+    return counter.get_total_flops() // 2
