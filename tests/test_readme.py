@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import re
 
-from esr.paths import REPO_ROOT
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_ci_runs_the_readme_commands():
