@@ -119,3 +119,24 @@ def test_embedded_default_loads_offline(monkeypatch, tmp_path):
 def test_zoo_scale_mismatch():
     with pytest.raises(EsrError, match="x4, but x2"):
         load_model("rlfn_s_x4", scale=2)
+
+
+def test_download_verifies_checksum(tmp_path, monkeypatch, official_weights):
+    """A zoo entry is fetched into the cache (file:// URL here) only when its sha256 matches."""
+    import dataclasses
+
+    import esr.loading as loading
+    from esr.zoo import ZOO
+
+    monkeypatch.setenv("ESR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("ESR_WEIGHTS_DIR", str(tmp_path / "none"))
+    entry = dataclasses.replace(ZOO["rlfn_x2"], url=(official_weights / "rlfn_x2.pth").as_uri())
+    bad = dataclasses.replace(entry, sha256="0" * 64)
+    monkeypatch.setitem(loading.ZOO, "rlfn_x2", bad)
+    with pytest.raises(EsrError, match="sha256 mismatch"):
+        load_model("rlfn_x2")
+    assert not list((tmp_path / "cache").rglob("*.pth*"))
+    monkeypatch.setitem(loading.ZOO, "rlfn_x2", entry)
+    model = load_model("rlfn_x2")
+    assert model.upscale == 2
+    assert (tmp_path / "cache" / "weights" / "rlfn_x2.pth").is_file()
