@@ -1,0 +1,213 @@
+"""The one image -> tensor -> backend -> tensor -> image path, with seamless tiling.
+
+:class:`Upscaler` is stateless (safe to share between threads): every call computes its
+own tile plan. Along each axis of length L an image is cut into ``ceil(L / tile)``
+overlapping tiles of ``ceil(L / n) + 2 * tile_pad`` pixels (all the same size, at most
+``tile + 2 * tile_pad``, evenly spread so that neighbours overlap by at least ``2 * tile_pad``). Each tile's output is weighted by a
+separable window that ramps up as sin^2 over ``tile_pad * scale`` output pixels on the
+sides that have a neighbour, normalised so that the weights sum to one everywhere, and
+accumulated one row of tiles at a time: finished output rows are quantised straight
+into the result, so float memory is one row of tiles, never the whole output.
+
+Automatic tile size (``tile=0``): an image runs in one pass when
+``H * W * BYTES_PER_INPUT_PIXEL <= memory_budget``; otherwise the tile side is
+``floor(sqrt(memory_budget / BYTES_PER_INPUT_PIXEL)) - 2 * tile_pad`` (at least
+``MIN_TILE``). A backend with a size limit (``max_hw``, e.g. a TensorRT profile or a
+static ONNX shape) caps the tile so that ``tile + 2 * tile_pad`` fits it. On an
+out-of-memory error the tile side is halved and the image retried.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+import torch
+
+from esr.backends import Backend
+from esr.image_io import Image
+
+BYTES_PER_INPUT_PIXEL = 4096
+"""Peak memory one model call needs per input pixel (RLFN-S x4 fp32 on CPU measures about
+2.3 KB; rounded up for the larger zoo models and allocator slack)."""
+
+DEFAULT_MEMORY_BUDGET = 512 * 2**20
+"""Bytes one model call may use when ``tile=0`` (512 MiB: whole images up to about 360 x 360)."""
+
+MIN_TILE = 32
+"""Smallest tile side the automatic rule and the out-of-memory retry go down to."""
+
+Progress = Callable[[float], None]
+"""Called with the fraction of the current image just completed (sums to 1 per image)."""
+
+
+def axis_spans(length: int, tile: int, pad: int) -> list[tuple[int, int]]:
+    """[start, end) input spans covering ``length`` for tiles of side ``tile`` plus ``pad`` context.
+
+    ``n = ceil(length / tile)`` spans (one if ``tile <= 0``), all of the same size
+    ``min(length, ceil(length / n) + 2 * pad)``, evenly spread, so neighbours overlap by
+    at least ``2 * pad``.
+    """
+    count = 1 if tile <= 0 else math.ceil(length / tile)
+    size = min(length, math.ceil(length / count) + 2 * pad)
+    if count == 1 or size >= length:
+        return [(0, length)]
+    return [(s, s + size) for s in (round(i * (length - size) / (count - 1)) for i in range(count))]
+
+
+def axis_weights(spans: list[tuple[int, int]], scale: int, pad: int) -> list[torch.Tensor]:
+    """Per-span 1-D blend weights over output pixels, summing to exactly one at every position.
+
+    Each span ramps as sin^2 over ``pad * scale`` output pixels on the sides facing a neighbour.
+    """
+    ramp_len = pad * scale
+    ramp = torch.sin(0.5 * math.pi * (torch.arange(ramp_len, dtype=torch.float64) + 0.5) / max(ramp_len, 1)) ** 2
+    total = torch.zeros(spans[-1][1] * scale, dtype=torch.float64)
+    raw = []
+    for index, (start, end) in enumerate(spans):
+        weight = torch.ones((end - start) * scale, dtype=torch.float64)
+        if ramp_len and index > 0:
+            weight[:ramp_len] = ramp
+        if ramp_len and index < len(spans) - 1:
+            weight[-ramp_len:] = torch.minimum(weight[-ramp_len:], ramp.flip(0))
+        total[start * scale:end * scale] += weight
+        raw.append(weight)
+    return [(w / total[s * scale:e * scale]).float() for w, (s, e) in zip(raw, spans)]
+
+
+def _is_oom(err: BaseException) -> bool:
+    return isinstance(err, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(err).lower()
+
+
+class Upscaler:
+    """Upscale images, arrays or tensors with a :class:`esr.backends.Backend`.
+
+    Args:
+        backend: callable (N, 3, h, w) float [0, 1] -> (N, 3, h*s, w*s), with ``scale`` and ``max_hw``.
+        tile: tile side in input pixels (without padding); 0 = automatic (module docstring).
+        tile_pad: overlap context added on each side of a tile, in input pixels.
+        outscale: final scale of :meth:`upscale_array` / :meth:`upscale_image` (None: the model's);
+            the model output is resized once (Lanczos up, area down).
+        memory_budget: bytes one model call may use, for ``tile=0``.
+    """
+
+    def __init__(self, backend: Backend, tile: int = 0, tile_pad: int = 16, outscale: float | None = None,
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
+        if tile < 0 or tile_pad < 0:
+            raise ValueError("tile and tile_pad must be >= 0")
+        if outscale is not None and outscale <= 0:
+            raise ValueError("outscale must be > 0")
+        self.backend = backend
+        self.scale = int(backend.scale)
+        self.tile = tile
+        self.tile_pad = tile_pad
+        self.outscale = outscale
+        self.memory_budget = memory_budget
+
+    def tile_for(self, height: int, width: int) -> int:
+        """Tile side used for an ``height x width`` input (0: one pass), per the rule in the module docstring."""
+        tile = self.tile
+        if tile == 0 and height * width * BYTES_PER_INPUT_PIXEL > self.memory_budget:
+            tile = max(MIN_TILE, math.isqrt(self.memory_budget // BYTES_PER_INPUT_PIXEL) - 2 * self.tile_pad)
+        limit = self.backend.max_hw
+        if limit is not None:
+            cap = max(1, min(limit) - 2 * self.tile_pad)
+            if (tile == 0 and (height > limit[0] or width > limit[1])) or tile > cap:
+                tile = cap
+        return tile
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        """(1, C, h, w) float, C in {1, 3} -> (1, C, h*s, w*s); gray runs as RGB and is averaged back."""
+        if x.shape[1] == 1:
+            return self.backend(x.expand(-1, 3, -1, -1)).mean(dim=1, keepdim=True)
+        return self.backend(x)
+
+    def bands(self, src: torch.Tensor, max_value: float, tile: int,
+              progress: Progress | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+        """Blend tiles of ``src`` (C, H, W), any dtype scaled by ``max_value`` to [0, 1].
+
+        Yields ``(first_row, band)``: finished output rows as (C, rows, W*s) float in [0, 1]
+        (a view, valid until the next item), top to bottom, covering H*s rows.
+        """
+        channels, height, width = src.shape
+        s, pad = self.scale, self.tile_pad if tile > 0 else 0
+        rows, cols = axis_spans(height, tile, pad), axis_spans(width, tile, pad)
+        row_w, col_w = axis_weights(rows, s, pad), axis_weights(cols, s, pad)
+        strip = (rows[0][1] - rows[0][0]) * s
+        buffer = torch.zeros(channels, strip, width * s)
+        top = 0  # output row of buffer[:, 0]
+        for r, (y0, y1) in enumerate(rows):
+            if y0 * s > top:
+                done, keep = y0 * s - top, top + strip - y0 * s
+                yield top, buffer[:, :done].clamp_(0, 1)
+                buffer[:, :keep] = buffer[:, done:done + keep].clone()
+                buffer[:, keep:] = 0
+                top = y0 * s
+            for c, (x0, x1) in enumerate(cols):
+                tile_in = src[None, :, y0:y1, x0:x1].float() / max_value
+                out = self._run(tile_in)[0]
+                if not torch.isfinite(out).all():
+                    raise FloatingPointError("model output has NaN/Inf")
+                weight = row_w[r][:, None] * col_w[c][None, :]
+                buffer[:, :, x0 * s:x1 * s] += out * weight
+                if progress is not None:
+                    progress(1.0 / (len(rows) * len(cols)))
+        yield top, buffer[:, :height * s - top].clamp_(0, 1)
+
+    def upscale_tensor(self, x: torch.Tensor, progress: Progress | None = None) -> torch.Tensor:
+        """(1, C, H, W) float in [0, 1] (C = 1 or 3) -> (1, C, H*s, W*s) float clamped to [0, 1]; no outscale."""
+        tile = self.tile_for(x.shape[-2], x.shape[-1])
+        return torch.cat([band.clone() for _, band in self.bands(x[0], 1.0, tile, progress)], dim=1)[None]
+
+    def _model_array(self, pixels: np.ndarray, tile: int, progress: Progress | None) -> np.ndarray:
+        max_value = float(np.iinfo(pixels.dtype).max)
+        height, width, channels = pixels.shape
+        out = np.empty((height * self.scale, width * self.scale, channels), dtype=pixels.dtype)
+        src = torch.from_numpy(pixels).permute(2, 0, 1)
+        for top, band in self.bands(src, max_value, tile, progress):
+            rows = band.mul(max_value).round_().permute(1, 2, 0).numpy().astype(pixels.dtype)
+            out[top:top + rows.shape[0]] = rows
+        return out
+
+    def upscale_array(self, pixels: np.ndarray, progress: Progress | None = None) -> np.ndarray:
+        """(H, W, C) uint8/uint16, C in {1, 3} -> (round(H*f), round(W*f), C), same dtype (f = outscale or s).
+
+        Values are clipped to the dtype's range and rounded. Out of memory -> the tile is halved and retried.
+        """
+        if pixels.dtype not in (np.uint8, np.uint16) or pixels.ndim != 3 or pixels.shape[2] not in (1, 3):
+            raise ValueError(f"expected (H, W, 1|3) uint8/uint16, got {pixels.shape} {pixels.dtype}")
+        height, width = pixels.shape[:2]
+        tile = self.tile_for(height, width)
+        while True:
+            try:
+                out = self._model_array(pixels, tile, progress)
+                break
+            except (RuntimeError, MemoryError) as err:
+                current = tile or max(height, width)
+                if not _is_oom(err) or current // 2 < MIN_TILE:
+                    raise
+                tile = current // 2
+                warnings.warn(f"out of memory; retrying this image with --tile {tile}", stacklevel=2)
+        return self._resize(out, height, width)
+
+    def _resize(self, out: np.ndarray, height: int, width: int) -> np.ndarray:
+        if self.outscale is None or self.outscale == self.scale:
+            return out
+        size = (max(1, round(width * self.outscale)), max(1, round(height * self.outscale)))
+        method = cv2.INTER_LANCZOS4 if self.outscale > self.scale else cv2.INTER_AREA
+        resized = cv2.resize(out, size, interpolation=method)
+        return resized.reshape(size[1], size[0], out.shape[2])
+
+    def upscale_image(self, image: Image, progress: Progress | None = None) -> Image:
+        """Upscale an :class:`esr.image_io.Image`; alpha is upscaled separately (as gray) and kept."""
+        parts = 1 if image.alpha is None else 2
+
+        def share(fraction: float) -> None:
+            if progress is not None:
+                progress(fraction / parts)
+
+        color = self.upscale_array(image.color, share)
+        alpha = None if image.alpha is None else self.upscale_array(image.alpha[..., None], share)[..., 0]
+        return Image(color, alpha)
