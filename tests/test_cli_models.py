@@ -44,3 +44,6 @@ def test_models_json(capsys):
     by_name = {row["name"]: row for row in rows}
     assert by_name["rlfn_x4"]["params"] == count_params(build_model("rlfn", 4))
     assert sum(row["default"] for row in rows) == 1
+    for preset, params in REFERENCE_PARAMS.items():
+        row = next(row for row in rows if row["preset"] == preset and row["scale"] == 4)
+        assert abs(row["params"] - params) / params <= 0.01

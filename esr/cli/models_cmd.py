@@ -1,10 +1,10 @@
-"""``esr models``: the zoo with parameter counts and GMACs."""
+"""``esr models``: the zoo, and the arch presets without released weights, with params and GMACs."""
 from __future__ import annotations
 
 import argparse
 import json
 
-HELP = "list the model zoo (arch, scale, params, GMACs at 256x256, license)"
+HELP = "list the model zoo and arch presets (scale, params, GMACs at 256x256, license)"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -13,17 +13,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from esr.archs.presets import build_model
+    from esr.archs.presets import ARCH_PRESETS, build_model
     from esr.complexity import count_macs, count_params
     from esr.zoo import DEFAULT_MODEL, ZOO
 
+    # zoo entries (trained weights), then presets no zoo entry covers (fresh x4 models, no weights)
+    listed = [(e.name, e.preset, e.scale, e.license) for e in ZOO.values()]
+    covered = {e.preset for e in ZOO.values()}
+    listed += [(preset, preset, 4, "no weights") for preset in ARCH_PRESETS if preset not in covered]
     rows = []
-    for entry in ZOO.values():
-        model = build_model(entry.preset, entry.scale).eval()
+    for name, preset, scale, license_ in listed:
+        model = build_model(preset, scale).eval()
         rows.append(dict(
-            name=entry.name, preset=entry.preset, scale=entry.scale, params=count_params(model),
-            gmacs=count_macs(model, args.size, args.size) / 1e9, license=entry.license,
-            default=entry.name == DEFAULT_MODEL,
+            name=name, preset=preset, scale=scale, params=count_params(model),
+            gmacs=count_macs(model, args.size, args.size) / 1e9, license=license_,
+            default=name == DEFAULT_MODEL,
         ))
     if args.json:
         for row in rows:
