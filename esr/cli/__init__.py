@@ -15,6 +15,11 @@ from esr.errors import EXIT_USAGE, EsrError
 COMMANDS: dict[str, str] = {
     "models": "esr.cli.models_cmd",
     "eval": "esr.cli.eval_cmd",
+    "analyze": "esr.cli.analyze_cmd",
+    "bench": "esr.cli.bench_cmd",
+    "upscale": "esr.cli.upscale_cmd",
+    "train": "esr.cli.train_cmd",
+    "quantize": "esr.cli.quantize_cmd",
 }
 """subcommand -> module implementing it."""
 

@@ -1,0 +1,92 @@
+"""``esr quantize``: calibrated INT8 QDQ ONNX from an esr model or fp32 ONNX file."""
+from __future__ import annotations
+
+import argparse
+
+HELP = "INT8 post-training quantisation to a QDQ ONNX model that onnxruntime runs (plus a JSON report)"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    from esr.quantize import GRANULARITIES, METHODS
+
+    parser.add_argument("--model", required=True, help="zoo name, checkpoint path, or fp32 .onnx file")
+    parser.add_argument("--calib", required=True, help="folder of calibration images (LR, or HR with --calib-downscale)")
+    parser.add_argument("--out", required=True, help="output QDQ model, e.g. rlfn_x4_int8.onnx")
+    parser.add_argument("--report", default=None, help="JSON report path (default: OUT with .json)")
+    parser.add_argument("--num-calib", type=int, default=32, help="number of calibration crops (default 32)")
+    parser.add_argument("--crop-size", type=int, default=96, help="calibration crop side in LR pixels (default 96)")
+    parser.add_argument("--calib-downscale", type=int, default=1,
+                        help="bicubic-downscale calibration images by this factor first (HR folders)")
+    parser.add_argument("--method", choices=METHODS, default="percentile", help="activation range method")
+    parser.add_argument("--granularity", choices=GRANULARITIES, default="channel", help="weight scale granularity")
+    parser.add_argument("--group-size", type=int, default=8, help="channels per scale for --granularity sublayer")
+    parser.add_argument("--weight-bits", type=int, choices=(7, 8), default=7,
+                        help="7 avoids int16 saturation of AVX2 u8s8 kernels (default); 8 for VNNI/GPU")
+    parser.add_argument("--target-db", type=float, default=None,
+                        help="keep the most sensitive layers in fp32 until the output PSNR vs fp32 reaches this")
+    parser.add_argument("--layer-budget-db", type=float, default=None,
+                        help="keep every layer in fp32 whose lone INT8 version drops the output below this PSNR")
+    parser.add_argument("--max-kept", type=int, default=12, help="most layers the fallback keeps in fp32")
+    parser.add_argument("--keep", action="append", default=[], help="regex of node names forced to stay fp32")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    parser.add_argument("--recipe", default="default",
+                        help="esr.plugins deploy recipe applied before export (torch models only; 'none' to skip)")
+
+
+def fp32_onnx(model_spec: str, recipe: str):
+    """The fp32 ONNX model for ``model_spec``: the file itself, or an export after the deploy ``recipe``."""
+    import tempfile
+    import warnings
+    from pathlib import Path
+
+    import onnx
+    import torch
+
+    from esr.errors import EsrError
+
+    if Path(model_spec).suffix.lower() == ".onnx":
+        try:
+            return onnx.load(model_spec)
+        except Exception as err:  # onnx raises protobuf/OS errors for bad files
+            raise EsrError(f"{model_spec}: cannot read ONNX model ({type(err).__name__})", exit_code=2) from None
+    from esr import plugins
+    from esr.export.onnx_export import export_onnx
+    from esr.loading import load_model
+
+    module = load_model(model_spec)
+    try:
+        module = plugins.apply(module, plugins.resolve_recipe(module, recipe))
+    except KeyError as err:
+        raise EsrError(f"--recipe {recipe}: {err.args[0]}") from None
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        path = export_onnx(module, Path(tmp) / "model.onnx", height=64, width=64, dynamic=True)
+        return onnx.load(str(path))
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from esr.quantize.pipeline import QuantConfig, quantize_onnx
+    from esr.image_io import write_atomic
+
+    from esr.errors import EsrError
+
+    if Path(args.out).exists() and not args.overwrite:
+        raise EsrError(f"{args.out}: exists (use --overwrite to replace it)", exit_code=1)
+    config = QuantConfig(
+        method=args.method, granularity=args.granularity, weight_bits=args.weight_bits, group_size=args.group_size,
+        num_calib=args.num_calib, crop_size=args.crop_size, downscale=args.calib_downscale,
+        layer_budget_db=args.layer_budget_db, target_db=args.target_db, max_kept=args.max_kept, keep=args.keep,
+    )
+    model, report = quantize_onnx(fp32_onnx(args.model, args.recipe), args.calib, config)
+    report["model"] = args.model
+    out = Path(args.out)
+    report_path = Path(args.report) if args.report else out.with_suffix(".json")
+    write_atomic(model.SerializeToString(), out, overwrite=args.overwrite)
+    write_atomic(json.dumps(report, indent=1).encode(), report_path, overwrite=True)
+    int8 = sum(u["int8"] for u in report["units"])
+    print(f"{out}: {int8}/{len(report['units'])} layers INT8, kept fp32: {', '.join(report['kept_fp32']) or 'none'}; "
+          f"output PSNR vs fp32 on calibration crops {report['output_psnr_vs_fp32_db']:.2f} dB (report {report_path})")
+    return 0

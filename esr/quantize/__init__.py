@@ -1,0 +1,10 @@
+"""INT8 post-training quantisation of esr ONNX models into QDQ ONNX (``esr quantize``).
+
+Entry point: :func:`esr.quantize.pipeline.quantize_onnx` with a :class:`~esr.quantize.pipeline.QuantConfig`.
+Modules: ``grids`` (uniform/twin grids), ``ranges`` (range methods), ``graph`` (units),
+``calibrate`` (crops, statistics), ``qdq`` (QDQ writer), ``sublayer`` (PTQ-SL groups),
+``sensitivity`` (mixed-precision fallback). The package imports nothing heavy itself.
+"""
+
+METHODS = ("minmax", "percentile", "mse", "twin-uniform")
+GRANULARITIES = ("tensor", "channel", "sublayer")

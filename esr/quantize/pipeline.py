@@ -1,0 +1,138 @@
+"""fp32 ONNX -> calibrated QDQ INT8 ONNX plus a JSON-ready report."""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import onnx
+
+from esr.errors import EsrError
+from esr.quantize import GRANULARITIES, METHODS
+from esr.quantize.calibrate import collect_stats, load_crops
+from esr.quantize.graph import analyse
+from esr.quantize.grids import UniformGrid, activation_grid, weight_grid
+from esr.quantize.qdq import Grid, build_qdq
+from esr.quantize.ranges import RANGE_METHODS, twin_search, weight_absmax
+from esr.quantize.sensitivity import choose_fallback, output_psnr, run_model, unit_sensitivity
+from esr.quantize.sublayer import group_absmax, reorder_channels
+
+
+
+@dataclass
+class QuantConfig:
+    """Knobs of :func:`quantize_onnx` (the ``esr quantize`` options).
+
+    method: activation ranges (twin-uniform = MSE ranges + twin grids on softmax/GELU outputs;
+        mse and twin-uniform also search weight clipping by MSE).
+    granularity: weight scales per tensor, per output channel, or per group of ``group_size``
+        channels (sublayer).
+    weight_bits: 7 keeps AVX2's u8 x s8 pair sums inside int16 (no saturation); 8 for VNNI/GPUs.
+    layer_budget_db / target_db / max_kept: mixed-precision fallback (see esr.quantize.sensitivity);
+        None disables that rule.
+    keep: regular expressions of node names forced to stay fp32.
+    """
+
+    method: str = "mse"
+    granularity: str = "channel"
+    weight_bits: int = 7
+    group_size: int = 8
+    num_calib: int = 32
+    crop_size: int = 96
+    downscale: int = 1
+    num_sensitivity: int = 4
+    layer_budget_db: float | None = None
+    target_db: float | None = None
+    max_kept: int = 12
+    keep: list[str] = field(default_factory=list)
+    seed: int = 0
+
+
+def activation_grids(info, stats, method: str) -> dict[str, Grid]:
+    """Grid of every calibrated tensor; twin grids for softmax/GELU outputs under twin-uniform."""
+    twin_kind = {u.outputs[0]: u.twin for u in info.units if u.twin}
+    range_fn = RANGE_METHODS.get("mse" if method == "twin-uniform" else method)
+    grids: dict[str, Grid] = {}
+    for name, stat in stats.items():
+        if method == "twin-uniform" and name in twin_kind:
+            grids[name] = twin_search(twin_kind[name], stat)
+        else:
+            grids[name] = activation_grid(*range_fn(stat))
+    return grids
+
+
+def weight_grids(info, config: QuantConfig, reordered: dict[str, list[int]]) -> tuple[dict[str, UniformGrid], dict]:
+    """Weight grid per weight initializer and per-unit granularity notes for the report."""
+    grids, notes = {}, {}
+    search = "mse" if config.method in ("mse", "twin-uniform") else "minmax"
+    for unit in info.units:
+        if unit.weight is None:
+            continue
+        weight = np.moveaxis(info.constant_array(unit.weight), unit.weight_axis, 0)
+        absmax = weight_absmax(weight, search, config.weight_bits)
+        axis = unit.weight_axis % info.constant_array(unit.weight).ndim
+        if config.granularity == "tensor":
+            grids[unit.weight] = weight_grid(absmax.max(), config.weight_bits)
+            notes[unit.name] = {"granularity": "tensor"}
+        elif config.granularity == "sublayer":
+            shared, groups = group_absmax(absmax, config.group_size)
+            grids[unit.weight] = weight_grid(shared, config.weight_bits, axis)
+            notes[unit.name] = {"granularity": "sublayer", "groups": groups, "reordered": unit.name in reordered,
+                                "contiguous": all(g == list(range(g[0], g[0] + len(g))) for g in groups)}
+        else:
+            grids[unit.weight] = weight_grid(absmax, config.weight_bits, axis)
+            notes[unit.name] = {"granularity": "channel"}
+    return grids, notes
+
+
+def quantize_onnx(model: onnx.ModelProto, calib_dir: str, config: QuantConfig,
+                  progress: bool = True) -> tuple[onnx.ModelProto, dict]:
+    """Calibrate on LR crops of ``calib_dir`` and return (QDQ model, report).
+
+    The model must map one float NCHW image in [0, 1] to one output image (any esr export).
+    """
+    if config.method not in METHODS:
+        raise EsrError(f"unknown method {config.method!r} (known: {', '.join(METHODS)})")
+    if config.granularity not in GRANULARITIES:
+        raise EsrError(f"unknown granularity {config.granularity!r} (known: {', '.join(GRANULARITIES)})")
+    info = analyse(model)
+    reordered = reorder_channels(info, info.units) if config.granularity == "sublayer" else {}
+    crops = load_crops(calib_dir, config.num_calib, config.crop_size, config.downscale, config.seed)
+    tensors = sorted({t for u in info.units for t in u.inputs + u.outputs})
+    stats = collect_stats(info.model, tensors, crops, progress=progress, seed=config.seed)
+    act = activation_grids(info, stats, config.method)
+    weights, notes = weight_grids(info, config, reordered)
+
+    def build(enabled: set[str]) -> onnx.ModelProto:
+        return build_qdq(info, enabled, act, weights)
+
+    forced = {u.name for u in info.units if any(re.search(p, u.name) for p in config.keep)}
+    names = [u.name for u in info.units if u.name not in forced]
+    sens_crops = crops[: config.num_sensitivity]
+    reference = run_model(info.model, sens_crops)
+    sensitivity: dict[str, float] = {}
+    trace: list[dict] = []
+    kept = set(forced)
+    if config.layer_budget_db is not None or config.target_db is not None:
+        sensitivity = unit_sensitivity(build, names, sens_crops, reference, progress)
+        auto, trace = choose_fallback(build, sensitivity, sens_crops, reference, config.layer_budget_db,
+                                      config.target_db, config.max_kept, progress)
+        kept |= auto
+    enabled = {u.name for u in info.units} - kept
+    quantised = build(enabled)
+    fidelity = output_psnr(reference, run_model(quantised, sens_crops))
+    units = []
+    for unit in info.units:
+        entry = {"name": unit.name, "op": unit.op, "int8": unit.name in enabled,
+                 "sensitivity_psnr_db": sensitivity.get(unit.name),
+                 "activations": {t: act[t].to_json() for t in unit.inputs + unit.outputs if t in act}}
+        if unit.weight is not None:
+            entry["weight"] = {**notes[unit.name], "bits": config.weight_bits, **weights[unit.weight].to_json()}
+        units.append(entry)
+    report = {
+        "config": asdict(config), "calib_dir": str(calib_dir), "num_crops": len(crops),
+        "kept_fp32": sorted(kept, key=[u.name for u in info.units].index),
+        "fallback_trace": trace, "output_psnr_vs_fp32_db": fidelity,
+        "reordered_convs": reordered, "units": units,
+    }
+    return quantised, report

@@ -1,0 +1,55 @@
+"""Per-unit sensitivity and the mixed-precision fallback (units over an error budget stay fp32)."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from esr.quantize.calibrate import session
+
+
+def output_psnr(reference: list[np.ndarray], outputs: list[np.ndarray]) -> float:
+    """PSNR (dB, peak 1) of ``outputs`` against ``reference``, both clipped to [0, 1]; inf when equal."""
+    errors = [np.mean((np.clip(a, 0, 1) - np.clip(b, 0, 1)) ** 2) for a, b in zip(reference, outputs)]
+    mse = float(np.mean(errors))
+    return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
+
+
+def run_model(model: onnx.ModelProto, crops: list[np.ndarray]) -> list[np.ndarray]:
+    runner = session(model)
+    name = runner.get_inputs()[0].name
+    return [runner.run(None, {name: crop})[0] for crop in crops]
+
+
+def unit_sensitivity(build: Callable[[set[str]], onnx.ModelProto], names: list[str], crops: list[np.ndarray],
+                     reference: list[np.ndarray], progress: bool = True) -> dict[str, float]:
+    """Output PSNR vs fp32 with only one unit quantised, for every unit in ``names``."""
+    from tqdm import tqdm
+
+    return {name: output_psnr(reference, run_model(build({name}), crops))
+            for name in tqdm(names, desc="sensitivity", disable=not progress, leave=False)}
+
+
+def choose_fallback(build: Callable[[set[str]], onnx.ModelProto], sensitivity: dict[str, float],
+                    crops: list[np.ndarray], reference: list[np.ndarray], layer_budget_db: float | None,
+                    target_db: float | None, max_kept: int, progress: bool = True) -> tuple[set[str], list[dict]]:
+    """Units to keep in fp32.
+
+    First every unit whose lone quantisation drops the output below ``layer_budget_db``; then,
+    while the whole model is below ``target_db``, the next most sensitive unit (at most
+    ``max_kept`` in all). Returns the kept set and the trace of whole-model PSNRs.
+    """
+    ranked = sorted(sensitivity, key=sensitivity.get)
+    kept = {n for n in ranked if layer_budget_db is not None and sensitivity[n] < layer_budget_db}
+    kept = set(sorted(kept, key=sensitivity.get)[:max_kept])
+    trace = []
+    while True:
+        psnr = output_psnr(reference, run_model(build(set(sensitivity) - kept), crops))
+        trace.append({"kept": len(kept), "output_psnr_db": psnr})
+        if progress:
+            print(f"fallback: {len(kept)} unit(s) in fp32 -> output PSNR vs fp32 {psnr:.2f} dB")
+        candidates = [n for n in ranked if n not in kept]
+        if target_db is None or psnr >= target_db or not candidates or len(kept) >= max_kept:
+            return kept, trace
+        kept.add(candidates[0])

@@ -1,0 +1,206 @@
+"""esr.quantize: grids against hand-computed values and ONNX Runtime's own Q/DQ, QDQ models in onnxruntime."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import helper
+
+from esr.quantize.calibrate import session
+from esr.quantize.graph import analyse
+from esr.quantize.grids import activation_grid, twin_grid, weight_grid
+from esr.quantize.qdq import activation_nodes
+from esr.quantize.ranges import TensorStats, mse_range, percentile_range, twin_search
+from esr.quantize.sublayer import group_absmax, reorder_channels
+
+
+def run_ort_grid(grid, x: np.ndarray) -> np.ndarray:
+    """Pass ``x`` through the QDQ nodes esr writes for ``grid``, executed by onnxruntime."""
+    graph = helper.make_graph([], "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(x.shape))], [])
+    nodes, out = activation_nodes(graph, "x", grid)
+    graph.node.extend(nodes)
+    graph.output.append(helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, list(x.shape)))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return session(model).run(None, {"x": x})[0]
+
+
+def test_activation_grid_round_trip_hand_values():
+    grid = activation_grid(-1.0, 1.55)  # scale 0.01, zero point 100
+    assert float(grid.scale) == pytest.approx(0.01)
+    assert int(grid.zero_point) == 100
+    x = np.array([-2.0, -1.0, -0.004, 0.0, 0.015, 0.026, 1.5, 3.0], np.float32)
+    expected = np.array([-1.0, -1.0, 0.0, 0.0, 0.02, 0.03, 1.5, 1.55], np.float32)  # 0.015 -> 1.5 steps -> even 2
+    np.testing.assert_allclose(grid.fake_quant(x), expected, atol=1e-6)
+    np.testing.assert_allclose(run_ort_grid(grid, x), expected, atol=1e-6)
+
+
+def test_activation_grid_random_matches_onnxruntime():
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((4, 1000)) * 3).astype(np.float32)
+    grid = activation_grid(-2.5, 7.0)
+    mine = grid.fake_quant(x)
+    np.testing.assert_allclose(run_ort_grid(grid, x), mine, atol=1e-6)
+    assert len(np.unique(mine)) <= 256
+    inside = (x > -2.5) & (x < 7.0)
+    assert np.abs(mine - x)[inside].max() <= float(grid.scale) / 2 + 1e-6
+
+
+def test_weight_grid_seven_bit_per_channel():
+    weight = np.array([[0.63, -0.1, 0.005], [-1.26, 0.5, 0.0]], np.float32)
+    grid = weight_grid(np.abs(weight).max(axis=1), bits=7, axis=0)
+    np.testing.assert_allclose(grid.scale, [0.01, 0.02], rtol=1e-6)
+    q = grid.quantize(weight)
+    assert q.min() >= -64 and q.max() <= 63
+    np.testing.assert_array_equal(q, [[63, -10, 0], [-63, 25, 0]])  # 0.005/0.01 = 0.5 -> even 0
+
+
+def test_twin_softmax_two_ranges():
+    grid = twin_grid("softmax", 1 / 1024, 1 / 127)
+    assert grid.threshold == pytest.approx(128 / 1024)
+    x = np.array([0.0, 0.001, 0.05, 0.1249, 0.125, 0.5, 1.0], np.float32)
+    expected = np.array([0, 1 / 1024, 51 / 1024, 127 / 1024, 16 / 127, 64 / 127, 1.0], np.float32)
+    np.testing.assert_allclose(grid.fake_quant(x), expected, atol=1e-7)
+    np.testing.assert_allclose(run_ort_grid(grid, x), expected, atol=1e-7)
+
+
+def test_twin_gelu_negative_fine_positive_coarse():
+    grid = twin_grid("gelu", 0.17 / 128, 4.0 / 127)
+    x = np.linspace(-0.17, 4.0, 2001).astype(np.float32)
+    out = run_ort_grid(grid, x)
+    np.testing.assert_allclose(out, grid.fake_quant(x), atol=1e-6)
+    neg, pos = out[x < 0], out[x >= 0]
+    np.testing.assert_allclose(neg / (0.17 / 128), np.rint(neg / (0.17 / 128)), atol=1e-3)
+    np.testing.assert_allclose(pos / (4.0 / 127), np.rint(pos / (4.0 / 127)), atol=1e-3)
+    assert np.abs(neg - x[x < 0]).max() <= 0.17 / 256 + 1e-6
+
+
+def test_twin_search_beats_uniform_on_softmax_like_values():
+    rng = np.random.default_rng(1)
+    logits = rng.standard_normal((256, 64)) * 3
+    probs = (np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)).astype(np.float32)
+    stats = TensorStats()
+    stats.update(probs, 20000, rng)
+    twin = twin_search("softmax", stats)
+    uniform = activation_grid(0.0, float(probs.max()))
+    assert np.mean((twin.fake_quant(probs) - probs) ** 2) < np.mean((uniform.fake_quant(probs) - probs) ** 2)
+
+
+def test_range_methods_clip_outliers():
+    rng = np.random.default_rng(2)
+    values = np.concatenate([rng.standard_normal(100000), [200.0]]).astype(np.float32)
+    stats = TensorStats()
+    stats.update(values, values.size, rng)
+    assert stats.maximum == 200.0
+    assert percentile_range(stats)[1] < 10.0
+    assert mse_range(stats)[1] < 200.0
+
+
+def test_group_absmax_shares_group_maxima():
+    absmax = np.array([0.1, 5.0, 0.2, 4.0, 0.3, 6.0], np.float32)
+    shared, groups = group_absmax(absmax, 2)
+    assert groups == [[0, 2], [3, 4], [1, 5]]
+    np.testing.assert_allclose(shared, [0.2, 6.0, 0.2, 4.0, 4.0, 6.0])
+
+
+def tiny_rlfn_onnx(tmp_path) -> onnx.ModelProto:
+    from esr.archs.presets import build_model
+    from esr.export.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    model = build_model("rlfn", 2, feature_channels=8, mid_channels=8, num_blocks=1, esa_channels=4)
+    with pytest.warns(torch.jit.TracerWarning):
+        export_onnx(model, tmp_path / "tiny.onnx", 32, 32)
+    return onnx.load(str(tmp_path / "tiny.onnx"))
+
+
+def test_reorder_channels_keeps_function(tmp_path):
+    model = tiny_rlfn_onnx(tmp_path)
+    info = analyse(model)
+    x = np.random.default_rng(3).random((1, 3, 24, 24), np.float32)
+    before = session(info.model).run(None, {"input": x})[0]
+    applied = reorder_channels(info, info.units)
+    assert "/block_1/c1_r/Conv" in applied and "/block_1/c2_r/Conv" in applied
+    assert "/block_1/c3_r/Conv" not in applied  # feeds the residual add
+    weight = info.constant_array("block_1.c1_r.weight")
+    order = np.abs(weight.reshape(weight.shape[0], -1)).max(axis=1)
+    assert np.all(np.diff(order) >= 0)
+    np.testing.assert_allclose(session(info.model).run(None, {"input": x})[0], before, atol=1e-4)
+
+
+def write_images(folder, count: int = 2) -> None:
+    import cv2
+
+    folder.mkdir()
+    rng = np.random.default_rng(4)
+    for index in range(count):
+        ramp = np.linspace(0, 255, 48)[None, :, None] * np.ones((40, 1, 3))
+        noise = rng.normal(0, 12, (40, 48, 3))
+        cv2.imwrite(str(folder / f"img{index}.png"), np.clip(ramp + noise, 0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("granularity", ["tensor", "channel", "sublayer"])
+def test_calibrate_two_images_qdq_runs_and_fuses(tmp_path, granularity):
+    from esr.quantize.pipeline import QuantConfig, quantize_onnx
+
+    fp32 = tiny_rlfn_onnx(tmp_path)
+    write_images(tmp_path / "calib")
+    config = QuantConfig(method="percentile", granularity=granularity, num_calib=2, crop_size=32, group_size=4)
+    qdq, report = quantize_onnx(fp32, str(tmp_path / "calib"), config, progress=False)
+    ops = {n.op_type for n in qdq.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert report["num_crops"] == 2 and all(u["int8"] for u in report["units"])
+    path = tmp_path / "int8.onnx"
+    onnx.save(qdq, str(path))
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    fused = {n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node}
+    assert "QLinearConv" in fused and "Conv" not in fused
+    x = np.random.default_rng(5).random((1, 3, 20, 28), np.float32)
+    reference = session(fp32).run(None, {"input": x})[0]
+    out = sess.run(None, {"input": x})[0]
+    assert out.shape == (1, 3, 40, 56)
+    error = np.abs(out - reference)
+    assert error.mean() < 0.05 * np.abs(reference).mean() and error.max() > 0  # quantised, yet close
+
+
+def test_fallback_keeps_sensitive_layers(tmp_path):
+    from esr.quantize.pipeline import QuantConfig, quantize_onnx
+
+    write_images(tmp_path / "calib")
+    config = QuantConfig(num_calib=2, crop_size=32, num_sensitivity=2, target_db=200.0, max_kept=2)
+    qdq, report = quantize_onnx(tiny_rlfn_onnx(tmp_path), str(tmp_path / "calib"), config, progress=False)
+    sens = {u["name"]: u["sensitivity_psnr_db"] for u in report["units"]}
+    assert all(v is not None for v in sens.values())
+    worst = sorted(sens, key=sens.get)[:2]
+    assert report["kept_fp32"] and set(report["kept_fp32"]) == set(worst)
+    assert [t["kept"] for t in report["fallback_trace"]] == [0, 1, 2]
+    kept_units = [u for u in report["units"] if not u["int8"]]
+    assert {u["name"] for u in kept_units} == set(worst)
+
+
+def test_ditn_twin_uniform_uses_where_on_softmax_and_gelu(tmp_path):
+    from esr.archs.presets import build_model
+    from esr.export.onnx_export import export_onnx
+    from esr.quantize.pipeline import QuantConfig, quantize_onnx
+
+    torch.manual_seed(0)
+    model = build_model("ditn_real", 2, dim=12, num_itl=1, num_sal=1)
+    with pytest.warns(torch.jit.TracerWarning):
+        export_onnx(model, tmp_path / "ditn.onnx", 32, 32)
+    fp32 = onnx.load(str(tmp_path / "ditn.onnx"))
+    info = analyse(fp32)
+    assert {u.twin for u in info.units if u.twin} == {"softmax", "gelu"}
+    write_images(tmp_path / "calib")
+    qdq, report = quantize_onnx(fp32, str(tmp_path / "calib"), QuantConfig(method="twin-uniform", num_calib=2,
+                                                                           crop_size=32), progress=False)
+    wheres = [n for n in qdq.graph.node if n.op_type == "Where"]
+    assert len(wheres) == sum(1 for u in info.units if u.twin)
+    twins = [g for u in report["units"] for g in u["activations"].values() if g.get("twin")]
+    assert twins and all(g["small"]["scale"] <= g["large"]["scale"] for g in twins)
+    x = np.random.default_rng(6).random((1, 3, 16, 16), np.float32)
+    out = session(qdq).run(None, {"input": x})[0]
+    assert out.shape == (1, 3, 32, 32) and np.isfinite(out).all()
