@@ -1,0 +1,134 @@
+"""The benchmark protocol shared by ``esr bench``, ``esr analyze --calibrate`` and scripts/.
+
+Protocol (``../shared/design/reference.md``): ``warmup`` untimed calls, then ``runs`` timed
+calls; report median, p90, mean and min in milliseconds together with the machine, the
+library versions, the input shape, dtype and backend. On CUDA each call is timed with CUDA
+events after a synchronisation; host<->device copies are timed separately.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Callable
+
+import numpy as np
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass
+class Timing:
+    """Milliseconds of ``runs`` timed calls after ``warmup`` untimed ones."""
+
+    median_ms: float
+    p90_ms: float
+    mean_ms: float
+    min_ms: float
+    runs: int
+    warmup: int
+    times_ms: list[float]
+
+    @classmethod
+    def from_times(cls, times_ms: list[float], warmup: int) -> "Timing":
+        return cls(
+            median_ms=statistics.median(times_ms), p90_ms=float(np.percentile(times_ms, 90)),
+            mean_ms=statistics.fmean(times_ms), min_ms=min(times_ms), runs=len(times_ms), warmup=warmup,
+            times_ms=list(times_ms),
+        )
+
+
+def time_runs(fn: Callable[[], object], runs: int = 10, warmup: int = 2, device: str = "cpu") -> Timing:
+    """Time ``fn()`` by the protocol; with ``device="cuda"`` each call is bracketed by CUDA events."""
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"runs must be >= 1 and warmup >= 0 (got runs={runs}, warmup={warmup})")
+    for _ in range(warmup):
+        fn()
+    times = []
+    if device == "cuda":
+        import torch
+
+        for _ in range(runs):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize()
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+    else:
+        for _ in range(runs):
+            begin = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - begin) * 1e3)
+    return Timing.from_times(times, warmup)
+
+
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU model name (``/proc/cpuinfo``, else ``platform.processor()``)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict:
+    """CPU model, logical cores, OS, GPU name (``None`` without CUDA) and library versions."""
+    import onnxruntime
+    import torch
+
+    from esr import __version__
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    return {
+        "cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "os": platform.platform(), "gpu": gpu, "load_avg": load,
+        "versions": {"python": platform.python_version(), "esr": __version__, "torch": torch.__version__,
+                     "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
+                     "cuda": torch.version.cuda if gpu else None},
+    }
+
+
+def copy_timing(shape: tuple[int, ...], scale: int, runs: int, warmup: int) -> Timing:
+    """CUDA-event time of the host->device copy of an input of ``shape`` plus the device->host copy of its output."""
+    import torch
+
+    x = torch.rand(shape).pin_memory()
+    y = torch.empty(shape[0], shape[1], shape[2] * scale, shape[3] * scale, device="cuda")
+
+    def copies() -> None:
+        x.to("cuda", non_blocking=True)
+        y.cpu()
+
+    return time_runs(copies, runs, warmup, device="cuda")
+
+
+def bench_backend(backend, shape: tuple[int, int, int, int], runs: int = 10, warmup: int = 2) -> dict:
+    """Time ``backend`` (an :mod:`esr.backends` backend) on a random input of ``shape`` (N, 3, H, W) in [0, 1].
+
+    The timed call includes moving the input to the device and the result back; on CUDA the
+    copies alone are reported as ``copy_ms``. Returns one JSON-able record.
+    """
+    import torch
+
+    x = torch.rand(shape)
+    timing = time_runs(lambda: backend(x), runs, warmup, device=backend.device)
+    record = {
+        "backend": backend.name, "device": backend.device, "precision": "fp16" if backend.fp16 else "fp32",
+        "shape": list(shape), "dtype": "float32", **asdict(timing),
+    }
+    if backend.device == "cuda":
+        record["copy_ms"] = copy_timing(shape, backend.scale, runs, warmup).median_ms
+    return record

@@ -1,0 +1,107 @@
+"""``esr analyze``: per-layer roofline analysis and latency prediction of a model's deploy graph."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+HELP = "per-layer roofline analysis and predicted latency of a model's deploy graph on a hardware profile"
+
+
+def parse_shape(text: str) -> tuple[int, int, int, int]:
+    """``"1x3x256x256"`` -> (1, 3, 256, 256); argparse type."""
+    try:
+        dims = tuple(int(d) for d in text.lower().split("x"))
+    except ValueError:
+        dims = ()
+    if len(dims) != 4 or dims[1] != 3 or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected Nx3xHxW, e.g. 1x3x256x256")
+    return dims
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="zoo name or checkpoint path (default: the embedded model)")
+    parser.add_argument("--hw", default="local",
+                        help="hardware profile: local (this machine, measured), h100, a100, l4, rtx3090, rtx4090, "
+                             "jetson-agx-orin, orin-nano (default local)")
+    parser.add_argument("--shape", type=parse_shape, default=(1, 3, 256, 256), help="input NxCxHxW (default 1x3x256x256)")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
+                        help="bytes per element and peak used (default fp32)")
+    parser.add_argument("--recipe", default="default",
+                        help="deploy recipe applied before export: default, none, or pass names (comma-separated)")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="first measure this machine (micro-benchmarks + ONNX Runtime per-layer profiling of "
+                             "RLFN and DITN-Real x4 at 96x96 and 192x192) and cache the fitted local profile")
+    parser.add_argument("--factors-from", default=None, metavar="HW",
+                        help="use the fitted efficiency factors of profile HW (e.g. local) on --hw's peaks")
+    parser.add_argument("--threads", type=int, default=0, help="threads for the local micro-benchmarks (default: torch's)")
+    parser.add_argument("--plot", default=None, metavar="PNG", help="write a roofline plot with the layers as points")
+    parser.add_argument("--save-graph", default=None, metavar="ONNX",
+                        help="also write the analysed deploy graph (static shape), e.g. to time it with esr bench")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (layers and totals)")
+
+
+def print_table(name: str, hw, rows, summary: dict, precision: str, note: str) -> None:
+    calibrated = "calibrated" if hw.calibrated else "uncalibrated roofline"
+    print(f"{name} on {hw.name} ({hw.description}; {calibrated}), {precision}; peak "
+          f"{hw.peak(precision) / 1e12:.3g} TFLOP/s, {hw.memory_bandwidth / 1e9:.4g} GB/s")
+    if note:
+        print(f"note: {note}")
+    print(f"{'#':>3} {'layer':<44}{'op':<18}{'MFLOP':>9}{'MB':>8}{'FLOP/B':>8}  {'bound':<8}{'ms':>9}{'share':>7}")
+    for i, row in enumerate(rows):
+        layer = row.layer
+        print(f"{i:>3} {layer.name[-44:]:<44}{layer.op[:17]:<18}{layer.flops / 1e6:>9.1f}{layer.bytes / 1e6:>8.2f}"
+              f"{layer.intensity:>8.1f}  {row.bound:<8}{row.time_s * 1e3:>9.3f}{row.share * 100:>6.1f}%")
+    print(f"total: {summary['layers']} layers, {summary['flops'] / 1e9:.2f} GFLOP, {summary['bytes'] / 1e6:.1f} MB, "
+          f"{summary['compute_bound_layers']} compute-bound / {summary['memory_bound_layers']} memory-bound; "
+          f"predicted {summary['time_ms']:.3f} ms (pure roofline {summary['roofline_ms']:.3f} ms)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from esr.analyze.deploy import deploy_graph
+    from esr.analyze.graph import analyze_graph
+    from esr.analyze.hardware import get_profile
+    from esr.analyze.roofline import predict, totals
+    from esr.errors import EsrError
+    from esr.loading import load_model
+    from esr.zoo import DEFAULT_MODEL
+
+    threads = args.threads or torch.get_num_threads()
+    if args.calibrate:
+        from esr.analyze.calibrate import calibrate_local
+
+        profile, measurements = calibrate_local(threads)
+        timed = ", ".join(f"{m.label} {m.total_s * 1e3:.1f} ms" for m in measurements)
+        print(f"calibrated local profile ({timed}); efficiency per op class: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in sorted(profile.efficiency.items())),
+              file=sys.stderr if args.json else sys.stdout)
+    hw = get_profile(args.hw, threads)
+    if args.factors_from:
+        hw = hw.with_factors_from(get_profile(args.factors_from, threads))
+    name = args.model or DEFAULT_MODEL
+    model = load_model(name)
+    graph = deploy_graph(model, args.shape, args.recipe)
+    try:
+        layers = analyze_graph(graph.model, args.precision)
+    except ValueError as err:
+        raise EsrError(f"{name}: {err}") from None
+    if args.save_graph:
+        graph.save(args.save_graph)
+    rows = predict(layers, hw, args.precision)
+    summary = totals(rows)
+    note = graph.note or (f"deploy passes: {', '.join(graph.passes)}" if graph.passes else "")
+    if args.plot:
+        from esr.analyze.plot import roofline_plot
+
+        roofline_plot(rows, hw, args.precision, args.plot, title=f"{name} {args.shape[2]}x{args.shape[3]} on {hw.name}")
+    if args.json:
+        print(json.dumps({"model": name, "hw": hw.name, "calibrated": hw.calibrated, "precision": args.precision,
+                          "shape": list(args.shape), "passes": graph.passes, "note": note, "totals": summary,
+                          "layers": [row.to_json() for row in rows]}))
+    else:
+        print_table(name, hw, rows, summary, args.precision, note)
+        if args.plot:
+            print(f"plot: {args.plot}")
+    return 0
