@@ -1,6 +1,7 @@
 """Y-PSNR/SSIM of a model on a benchmark folder (the protocol of ../shared/design/reference.md)."""
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -8,8 +9,9 @@ import cv2
 import numpy as np
 import torch.nn as nn
 
+from esr.backends import Backend, create_backend
 from esr.errors import EsrError
-from esr.inference import upscale_rgb_uint8
+from esr.upscaler import Upscaler
 from esr.metrics import matlab_bicubic_downscale, mod_crop, psnr_ssim_y
 
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
@@ -54,8 +56,10 @@ class ImageScore:
     ssim_y: float
 
 
-def evaluate(model: nn.Module, data_dir: str | Path, scale: int, progress: bool = True) -> dict:
-    """Run ``model`` on every LR image of ``data_dir`` and score it against the HR.
+def evaluate(model: nn.Module | Backend, data_dir: str | Path, scale: int, progress: bool = True) -> dict:
+    """Run ``model`` (a module, run by the torch backend on its device, or any
+    :mod:`esr.backends` backend) on every LR image of ``data_dir`` and score it against the HR.
+    Whole images are upscaled in one pass (no tiling), as the reference protocol does.
 
     Returns:
         ``{"dataset", "scale", "psnr_y", "ssim_y", "images": [{"name", "psnr_y", "ssim_y"}, ...]}``
@@ -64,13 +68,16 @@ def evaluate(model: nn.Module, data_dir: str | Path, scale: int, progress: bool 
     from tqdm import tqdm
 
     pairs = find_pairs(data_dir, scale)
+    if isinstance(model, nn.Module):
+        model = create_backend("torch", model, device=next(model.parameters()).device.type)
+    upscaler = Upscaler(model, tile=0, memory_budget=sys.maxsize)
     scores = []
     for pair in tqdm(pairs, desc=f"eval x{scale}", disable=not progress, leave=False):
         hr = mod_crop(read_bgr_uint8(pair.hr_path), scale)
         lr = read_bgr_uint8(pair.lr_path) if pair.lr_path else matlab_bicubic_downscale(hr, scale)
         if lr.shape[0] * scale != hr.shape[0] or lr.shape[1] * scale != hr.shape[1]:
             raise EsrError(f"{pair.lr_path}: LR size {lr.shape[1]}x{lr.shape[0]} is not HR/{scale}", exit_code=1)
-        sr = upscale_rgb_uint8(model, lr[..., ::-1])[..., ::-1]
+        sr = upscaler.upscale_array(np.ascontiguousarray(lr[..., ::-1]))[..., ::-1]
         psnr, ssim = psnr_ssim_y(np.ascontiguousarray(sr), hr, crop_border=scale)
         scores.append(ImageScore(pair.name, psnr, ssim))
     return {

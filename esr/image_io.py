@@ -67,7 +67,7 @@ def _header(data: bytes, path: Path) -> tuple[str, int]:
     except UnidentifiedImageError:
         raise EsrError(f"{path}: not an image (unrecognised format)", exit_code=1) from None
     except (OSError, ValueError, SyntaxError) as err:
-        raise EsrError(f"{path}: corrupt image header ({err})", exit_code=1) from None
+        raise EsrError(f"{path}: truncated or corrupt image ({err})", exit_code=1) from None
     return mode, orientation if orientation in range(1, 9) else 1
 
 

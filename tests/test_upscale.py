@@ -1,0 +1,225 @@
+"""Upscaler tiling maths with a fake backend, and `esr upscale` batch behaviour end to end (default model)."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image as PILImage
+
+from esr.cli import main
+from esr.upscaler import Upscaler, axis_spans, axis_weights
+
+RNG = np.random.default_rng(3)
+
+
+class NearestBackend:
+    """x2 nearest-neighbour upsampling: every output pixel depends on one input pixel only."""
+
+    name, scale, device, fp16 = "nearest", 2, "cpu", False
+
+    def __init__(self, max_hw: tuple[int, int] | None = None, oom_above: int | None = None) -> None:
+        self.max_hw, self.oom_above, self.calls = max_hw, oom_above, []
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(tuple(x.shape[-2:]))
+        if self.max_hw and (x.shape[-2] > self.max_hw[0] or x.shape[-1] > self.max_hw[1]):
+            raise RuntimeError(f"input {tuple(x.shape)} exceeds the profile")
+        if self.oom_above and max(x.shape[-2:]) > self.oom_above:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+
+
+@pytest.mark.parametrize("length,tile,pad", [(90, 64, 16), (200, 64, 16), (37, 8, 3), (64, 64, 16), (50, 7, 0)])
+def test_tiles_cover_and_weights_sum_to_one(length, tile, pad):
+    spans = axis_spans(length, tile, pad)
+    assert spans[0][0] == 0 and spans[-1][1] == length
+    assert len({end - start for start, end in spans}) == 1  # one tile shape (static engines)
+    assert all(b[0] <= a[1] - 2 * pad for a, b in zip(spans, spans[1:]))  # overlap >= 2*pad
+    total = torch.zeros(length * 3)
+    for (start, end), weight in zip(spans, axis_weights(spans, 3, pad)):
+        assert (weight > 0).all()
+        total[start * 3:end * 3] += weight
+    torch.testing.assert_close(total, torch.ones_like(total))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_tiled_equals_untiled_for_a_local_model(dtype):
+    pixels = RNG.integers(0, np.iinfo(dtype).max + 1, (53, 71, 3), dtype=dtype)
+    backend = NearestBackend()
+    whole = Upscaler(backend).upscale_array(pixels)
+    tiled = Upscaler(backend, tile=16, tile_pad=4).upscale_array(pixels)
+    assert max(backend.calls[1:]) <= (24, 24) and len(backend.calls) > 4
+    np.testing.assert_array_equal(whole, np.repeat(np.repeat(pixels, 2, 0), 2, 1))
+    np.testing.assert_array_equal(tiled, whole)
+
+
+def test_backend_size_limit_caps_the_tile():
+    backend = NearestBackend(max_hw=(40, 40))
+    out = Upscaler(backend, tile=0, tile_pad=6).upscale_array(RNG.integers(0, 256, (100, 90, 3), dtype=np.uint8))
+    assert out.shape == (200, 180, 3) and max(max(c) for c in backend.calls) <= 40
+
+
+def test_out_of_memory_halves_the_tile_and_retries():
+    backend = NearestBackend(oom_above=60)
+    pixels = RNG.integers(0, 256, (100, 100, 3), dtype=np.uint8)
+    with pytest.warns(UserWarning, match="out of memory"):
+        out = Upscaler(backend, tile=0, tile_pad=2).upscale_array(pixels)
+    np.testing.assert_array_equal(out, np.repeat(np.repeat(pixels, 2, 0), 2, 1))
+    assert backend.calls[0] == (100, 100) and max(max(c) for c in backend.calls[1:]) <= 60
+
+
+def test_auto_tile_rule_follows_the_memory_budget():
+    upscaler = Upscaler(NearestBackend(), tile=0, tile_pad=16, memory_budget=512 * 2**20)
+    assert upscaler.tile_for(300, 300) == 0  # 300*300*4096 B < 512 MiB: one pass
+    assert upscaler.tile_for(4000, 3000) == 362 - 32  # isqrt(512 MiB / 4096) - 2*pad
+
+
+# ----- esr upscale end to end (embedded default model, tiny images) -----
+
+def photo(h: int = 16, w: int = 20) -> np.ndarray:
+    return cv2.GaussianBlur(RNG.integers(0, 256, (h, w, 3), dtype=np.uint8), (5, 5), 1.5)
+
+
+def upscale(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["upscale", *args, "--quiet"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_each_image_kind_through_the_cli(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    base = photo()
+    PILImage.fromarray(base).save(src / "rgb.png")
+    cv2.imwrite(str(src / "rgb16.png"), base[..., ::-1].astype(np.uint16) * 257)
+    cv2.imwrite(str(src / "gray.png"), base[..., 0])
+    alpha = np.zeros((16, 20), np.uint8)
+    alpha[:, :10] = 255
+    PILImage.fromarray(np.dstack([base, alpha]), "RGBA").save(src / "rgba.png")
+    PILImage.fromarray(base).convert("P", palette=PILImage.Palette.ADAPTIVE, colors=8).save(src / "palette.png")
+    PILImage.fromarray(base).convert("CMYK").save(src / "cmyk.jpg", quality=95)
+    rotated = PILImage.fromarray(base)
+    exif = rotated.getexif()
+    exif[0x0112] = 6
+    rotated.save(src / "exif.jpg", exif=exif)
+    code, out, err = upscale(capsys, str(src), "-o", str(tmp_path / "out"))
+    assert code == 0 and err == ""
+    assert out.strip().splitlines()[-1] == "7 upscaled, 0 skipped, 0 failed"
+    read = {p.stem: cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in (tmp_path / "out").iterdir()}
+    assert sorted(read) == ["cmyk", "exif", "gray", "palette", "rgb", "rgb16", "rgba"]
+    assert read["rgb"].shape == (64, 80, 3) and read["rgb"].dtype == np.uint8
+    assert read["rgb16"].dtype == np.uint16 and read["rgb16"].shape == (64, 80, 3)
+    # 16-bit path and 8-bit path agree on an image that is exactly representable in both
+    assert np.abs(read["rgb16"].astype(float) / 257 - read["rgb"]).max() <= 1.0
+    assert read["gray"].shape == (64, 80)
+    assert read["rgba"].shape == (64, 80, 4)
+    assert read["rgba"][:, :32, 3].min() >= 250 and read["rgba"][:, 48:, 3].max() <= 5  # alpha upscaled, kept
+    assert read["palette"].shape == (64, 80, 3) and read["cmyk"].shape == (64, 80, 3)
+    assert read["exif"].shape == (80, 64, 3)  # orientation 6 applied before upscaling
+
+
+def test_outscale_is_applied_once(tmp_path, capsys):
+    PILImage.fromarray(photo(15, 21)).save(tmp_path / "a.png")
+    code, _, _ = upscale(capsys, str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--outscale", "2.5")
+    assert code == 0
+    assert cv2.imread(str(tmp_path / "out" / "a.png")).shape == (38, 52, 3)  # round(15*2.5), round(21*2.5)
+
+
+def test_resume_skips_existing_and_overwrite_replaces(tmp_path, capsys):
+    for name in "abc":
+        PILImage.fromarray(photo()).save(tmp_path / f"{name}.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "b_x4.png").write_bytes(b"user's own file")
+    inputs = [str(tmp_path / f"{n}.png") for n in "abc"]
+    code, stdout, _ = upscale(capsys, *inputs, "-o", str(out), "--suffix", "_x4")
+    assert code == 0 and stdout.splitlines()[-1] == "2 upscaled, 1 skipped, 0 failed"
+    assert (out / "b_x4.png").read_bytes() == b"user's own file"
+    first = (out / "a_x4.png").stat().st_mtime_ns
+    code, stdout, _ = upscale(capsys, *inputs, "-o", str(out), "--suffix", "_x4")
+    assert code == 0 and stdout.splitlines()[-1] == "0 upscaled, 3 skipped, 0 failed"
+    assert (out / "a_x4.png").stat().st_mtime_ns == first
+    code, stdout, _ = upscale(capsys, *inputs, "-o", str(out), "--suffix", "_x4", "--overwrite")
+    assert code == 0 and stdout.splitlines()[-1] == "3 upscaled, 0 skipped, 0 failed"
+    assert cv2.imread(str(out / "b_x4.png")).shape == (64, 80, 3)
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_bad_files_in_the_middle_of_a_batch(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    PILImage.fromarray(photo()).save(src / "1_good.png")
+    PILImage.fromarray(photo(64, 64)).save(tmp_path / "whole.png")
+    (src / "2_corrupt.png").write_bytes((tmp_path / "whole.png").read_bytes()[:3000])
+    (src / "3_empty.png").write_bytes(b"")
+    (src / "4_text.jpg").write_text("not an image at all")
+    PILImage.fromarray(photo()).save(src / "5_good.png")
+    code, out, err = upscale(capsys, str(src), str(tmp_path / "missing.png"), "-o", str(tmp_path / "out"))
+    assert code == 1
+    assert out.splitlines()[-1] == "2 upscaled, 0 skipped, 4 failed"
+    lines = err.strip().splitlines()
+    assert len(lines) == 4 and all(line.startswith("error: ") for line in lines)
+    for name in ("2_corrupt.png", "3_empty.png", "4_text.jpg", "missing.png"):
+        assert sum(name in line for line in lines) == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["1_good.png", "5_good.png"]
+
+
+def test_unwritable_outdir_is_a_clear_usage_error(tmp_path, capsys):
+    PILImage.fromarray(photo()).save(tmp_path / "a.png")
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    code, out, err = upscale(capsys, str(tmp_path / "a.png"), "-o", str(blocker / "out"))
+    assert code == 2 and out == ""
+    assert err.strip() == f"error: {blocker / 'out'}: output folder is not writable (Not a directory)"
+
+
+def test_usage_errors_exit_2(tmp_path, capsys):
+    assert main(["upscale", "x.png", "-o", str(tmp_path), "--tile", "-1"]) == 2
+    assert main(["upscale", "x.png", "-o", str(tmp_path), "--model", str(tmp_path / "nope.pth")]) == 2
+    with pytest.raises(SystemExit) as info:
+        main(["upscale", "x.png"])  # no -o
+    assert info.value.code == 2
+
+
+def test_recursive_mirrors_the_tree_and_output_never_replaces_input(tmp_path, capsys):
+    (tmp_path / "in" / "sub" / "deeper").mkdir(parents=True)
+    for rel in ("top.png", "sub/one.png", "sub/deeper/two.png"):
+        PILImage.fromarray(photo()).save(tmp_path / "in" / rel)
+    code, out, _ = upscale(capsys, str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--recursive", "--ext", "jpg")
+    assert code == 0 and out.splitlines()[-1] == "3 upscaled, 0 skipped, 0 failed"
+    made = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.jpg"))
+    assert made == ["sub/deeper/two.jpg", "sub/one.jpg", "top.jpg"]
+    code, out, err = upscale(capsys, str(tmp_path / "in" / "top.png"), "-o", str(tmp_path / "in"), "--overwrite")
+    assert code == 1 and "would replace the input" in err
+    assert cv2.imread(str(tmp_path / "in" / "top.png")).shape == (16, 20, 3)
+
+
+def test_ctrl_c_leaves_no_partial_file(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for index in range(40):
+        PILImage.fromarray(photo(96, 96)).save(src / f"{index:02d}.png")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "esr", "upscale", str(src), "-o", str(out), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out.is_dir() and any(out.glob("*.png"))):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "error: interrupted" in stderr
+    written = sorted(out.iterdir())
+    assert 0 < len(written) < 40
+    assert all(not p.name.startswith(".") for p in written)  # no temp file survives
+    for path in written:  # every output is complete
+        assert cv2.imread(str(path)).shape == (384, 384, 3)
+    summary = stdout.strip().splitlines()[-1]
+    assert summary == f"{len(written)} upscaled, 0 skipped, 0 failed"
