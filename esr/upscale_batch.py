@@ -16,10 +16,13 @@ from collections import deque
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from esr.errors import EXIT_FAILED, EXIT_OK, EsrError
 from esr.image_io import READ_SUFFIXES, output_suffix, read_image, write_image
+
+if TYPE_CHECKING:
+    from esr.upscaler import Upscaler
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,7 @@ class InlineExecutor(Executor):
         return future
 
 
-def build_upscaler(options: BatchOptions):
+def build_upscaler(options: BatchOptions) -> Upscaler:
     """The :class:`esr.upscaler.Upscaler` for ``options`` (loads the model)."""
     import torch
 
@@ -162,7 +165,7 @@ class Counts:
     failed: int = 0
 
 
-def run_pipeline(tasks: list[Task], upscaler, options: BatchOptions, counts: Counts,
+def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, counts: Counts,
                  say: Callable[[str], None]) -> None:
     """Decode (workers) -> upscale (this thread) -> encode + atomic write (workers), bounded queues.
 

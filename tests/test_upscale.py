@@ -14,7 +14,8 @@ import torch
 from PIL import Image as PILImage
 
 from esr.cli import main
-from esr.upscaler import Upscaler, axis_spans, axis_weights
+from esr.cli.upscale_cmd import EPILOG
+from esr.upscaler import BYTES_PER_INPUT_PIXEL, DEFAULT_MEMORY_BUDGET, Upscaler, axis_spans, axis_weights
 
 RNG = np.random.default_rng(3)
 
@@ -79,6 +80,9 @@ def test_auto_tile_rule_follows_the_memory_budget():
     upscaler = Upscaler(NearestBackend(), tile=0, tile_pad=16, memory_budget=512 * 2**20)
     assert upscaler.tile_for(300, 300) == 0  # 300*300*4096 B < 512 MiB: one pass
     assert upscaler.tile_for(4000, 3000) == 362 - 32  # isqrt(512 MiB / 4096) - 2*pad
+    # the rule --help states is the rule the code applies
+    assert f"H*W*{BYTES_PER_INPUT_PIXEL} bytes <= {DEFAULT_MEMORY_BUDGET // 2**20} MiB" in EPILOG
+    assert f"- 2*pad = {Upscaler(NearestBackend()).tile_for(4000, 3000)} px (pad 16)" in EPILOG.replace("\n", " ")
 
 
 # ----- esr upscale end to end (embedded default model, tiny images) -----

@@ -1,0 +1,170 @@
+"""Time `esr upscale` end to end on the Set14 LR x4 folder, and peak RSS on a 4000x3000 input.
+
+Each configuration runs in its own subprocess (so its peak RSS is its own):
+
+- backends ``torch`` and ``onnxruntime`` (the embedded RLFN-S x4; onnxruntime on the cached export);
+- modes ``model`` (pre-decoded arrays through the Upscaler: no IO at all), ``sequential``
+  (``--jobs 0``: decode, model, encode one after another) and ``pipeline`` (``--jobs 2``:
+  decode/encode threads overlapping the model);
+- median of ``--repeats`` runs over the 14 images (after one warm-up run), images/s,
+  and each configuration's ratio to the reference ``torch/sequential`` measured in the same run.
+
+Then ``esr upscale`` on a synthetic 4000x3000 RGB PNG at x4 with automatic tiling (one run):
+wall time and peak RSS. Writes ``results/bench_upscale.json`` and prints it.
+
+    python scripts/bench_upscale.py [--repeats 10] [--skip-large]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BACKENDS = ("torch", "onnxruntime")
+MODES = ("model", "sequential", "pipeline")
+REFERENCE = ("torch", "sequential")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # ru_maxrss is KiB on Linux
+
+
+def worker_set14(backend: str, mode: str, folder: Path, repeats: int) -> dict:
+    """Time ``repeats`` passes over ``folder`` in this process."""
+    import cv2
+    import numpy as np
+
+    from esr.upscale_batch import BatchOptions, build_upscaler, run_batch
+
+    files = sorted(folder.glob("*.png"))
+    with tempfile.TemporaryDirectory() as out:
+        options = BatchOptions(inputs=[str(folder)], outdir=out, backend=backend, device="cpu", overwrite=True,
+                               jobs=0 if mode == "sequential" else 2, quiet=True)
+        if mode == "model":
+            upscaler = build_upscaler(options)
+            arrays = [np.ascontiguousarray(cv2.imread(str(p))[..., ::-1]) for p in files]
+
+            def one_pass() -> None:
+                for array in arrays:
+                    upscaler.upscale_array(array)
+        else:
+            def one_pass() -> None:
+                with open(os.devnull, "w") as null:
+                    stdout, sys.stdout = sys.stdout, null
+                    try:
+                        assert run_batch(options, log=lambda line: None) == 0
+                    finally:
+                        sys.stdout = stdout
+
+        one_pass()  # warm-up: model load, onnx export cache, allocator
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            one_pass()
+            times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    return {"backend": backend, "mode": mode, "images": len(files), "repeats": repeats, "times_s": times,
+            "median_s": median, "images_per_s": len(files) / median, "peak_rss_mb": peak_rss_mb()}
+
+
+def worker_large(path: Path) -> dict:
+    """``esr upscale`` one large image with automatic tiling; wall time and peak RSS."""
+    from esr.upscale_batch import BatchOptions, build_upscaler, run_batch
+
+    with tempfile.TemporaryDirectory() as out:
+        options = BatchOptions(inputs=[str(path)], outdir=out, device="cpu", quiet=True)
+        start = time.perf_counter()
+        code = run_batch(options, log=lambda line: print(line, file=sys.stderr))
+        seconds = time.perf_counter() - start
+        from PIL import Image  # header only: decoding the output would add to the peak being measured
+
+        shape = Image.open(Path(out) / path.name).size[::-1] if code == 0 else None
+        upscaler = build_upscaler(options)
+    return {"input": f"{path.name} 4000x3000 RGB", "exit_code": code, "output_shape": shape, "seconds": seconds,
+            "tile": upscaler.tile_for(3000, 4000), "tile_pad": upscaler.tile_pad, "peak_rss_mb": peak_rss_mb()}
+
+
+def run_worker(*args: str) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--worker", *args], capture_output=True, text=True, cwd=REPO)
+    if proc.returncode != 0:
+        raise SystemExit(f"worker {args} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def make_large_image(path: Path) -> None:
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (750, 1000, 3), dtype=np.uint8)
+    image = cv2.resize(cv2.GaussianBlur(noise, (0, 0), 2), (4000, 3000), interpolation=cv2.INTER_CUBIC)
+    cv2.imwrite(str(path), image)
+
+
+def environment() -> dict:
+    import cv2
+    import numpy
+    import onnxruntime
+    import torch
+
+    import esr
+
+    return {"machine": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+            "load_avg_at_start": os.getloadavg(), "python": platform.python_version(), "esr": esr.__version__,
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "onnxruntime": onnxruntime.__version__,
+            "numpy": numpy.__version__, "opencv": cv2.__version__, "gpu": "none (CPU only)"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--data", type=Path, default=None, help="LR folder (default: shared Set14/LR_bicubic/X4)")
+    parser.add_argument("--skip-large", action="store_true", help="skip the 4000x3000 run")
+    parser.add_argument("--out", type=Path, default=REPO / "results" / "bench_upscale.json")
+    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        kind, *rest = args.worker
+        result = worker_large(Path(rest[0])) if kind == "large" else worker_set14(rest[0], rest[1], Path(rest[2]),
+                                                                                   int(rest[3]))
+        print(json.dumps(result))
+        return
+
+    from esr.paths import shared_dir
+
+    folder = args.data or shared_dir() / "datasets" / "Set14" / "LR_bicubic" / "X4"
+    report = {"environment": environment(), "data": str(folder), "model": "rlfn_s_x4 (embedded default), x4",
+              "set14": []}
+    for backend in BACKENDS:
+        for mode in MODES:
+            result = run_worker("set14", backend, mode, str(folder), str(args.repeats))
+            report["set14"].append(result)
+            print(f"{backend:12s} {mode:10s} {result['images_per_s']:6.2f} img/s  "
+                  f"median {result['median_s']:.2f} s  peak RSS {result['peak_rss_mb']:.0f} MB", flush=True)
+    reference = next(r for r in report["set14"] if (r["backend"], r["mode"]) == REFERENCE)
+    for result in report["set14"]:
+        result["speed_vs_torch_sequential"] = result["images_per_s"] / reference["images_per_s"]
+    if not args.skip_large:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "large_4000x3000.png"
+            make_large_image(path)
+            report["large"] = run_worker("large", str(path))
+        print(f"4000x3000 x4: {report['large']['seconds']:.0f} s, peak RSS {report['large']['peak_rss_mb']:.0f} MB, "
+              f"tile {report['large']['tile']}", flush=True)
+    report["load_avg_at_end"] = os.getloadavg()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
