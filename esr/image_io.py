@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -61,9 +62,13 @@ def _header(data: bytes, path: Path) -> tuple[str, int]:
     from PIL import UnidentifiedImageError
 
     try:
-        with PILImage.open(io.BytesIO(data)) as handle:
-            mode = handle.mode
-            orientation = handle.getexif().get(EXIF_ORIENTATION, 1)
+        with warnings.catch_warnings():  # only the header is read: Pillow's pixel-count guard does not apply
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            with PILImage.open(io.BytesIO(data)) as handle:
+                mode = handle.mode
+                orientation = handle.getexif().get(EXIF_ORIENTATION, 1)
+    except PILImage.DecompressionBombError:
+        return "", 1  # over Pillow's limit (> 179 MP): decode with OpenCV, no gray/EXIF hints
     except UnidentifiedImageError:
         raise EsrError(f"{path}: not an image (unrecognised format)", exit_code=1) from None
     except (OSError, ValueError, SyntaxError) as err:
@@ -93,7 +98,10 @@ def read_image(path: str | Path) -> Image:
     if not data:
         raise EsrError(f"{path}: empty file (0 bytes)", exit_code=1)
     mode, orientation = _header(data, path)
-    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as err:
+        raise EsrError(f"{path}: cannot decode ({str(err).strip().splitlines()[-1]})", exit_code=1) from None
     if decoded is None:
         raise EsrError(f"{path}: truncated or corrupt image data", exit_code=1)
     if decoded.dtype not in (np.uint8, np.uint16):

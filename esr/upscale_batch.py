@@ -207,7 +207,7 @@ def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, c
 
             try:
                 result = upscaler.upscale_image(future.result(), progress=advance)
-            except (EsrError, RuntimeError, ValueError, FloatingPointError, MemoryError) as err:
+            except Exception as err:  # one file's failure (decode, model, NaN, memory) must not stop the batch
                 counts.failed += 1
                 say(f"error: {err}" if isinstance(err, EsrError) else f"error: {task.src}: {_reason(err)}")
                 bar.update(1.0 - progressed[0])

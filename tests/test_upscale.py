@@ -59,6 +59,9 @@ def test_tiled_equals_untiled_for_a_local_model(dtype):
     assert max(backend.calls[1:]) <= (24, 24) and len(backend.calls) > 4
     np.testing.assert_array_equal(whole, np.repeat(np.repeat(pixels, 2, 0), 2, 1))
     np.testing.assert_array_equal(tiled, whole)
+    x = torch.from_numpy(pixels.astype(np.float32) / np.iinfo(dtype).max).permute(2, 0, 1)[None]
+    tiled_tensor = Upscaler(backend, tile=16, tile_pad=4).upscale_tensor(x)
+    torch.testing.assert_close(tiled_tensor, x.repeat_interleave(2, 2).repeat_interleave(2, 3))
 
 
 def test_backend_size_limit_caps_the_tile():
