@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "upscale": "esr.cli.upscale_cmd",
     "train": "esr.cli.train_cmd",
     "quantize": "esr.cli.quantize_cmd",
+    "export": "esr.cli.export_cmd",
 }
 """subcommand -> module implementing it."""
 

@@ -1,0 +1,118 @@
+"""``ESRModel``: BasicSR's ``SRModel`` with what esr's training adds, and nothing else.
+
+* the contrastive loss gets the LR batch (for its negative) when it is the ``pixel_opt``;
+* ``train.grad_clip`` (max global L2 norm, 0 = off) and ``train.amp`` (CUDA only; ignored
+  with a warning on CPU), next to BasicSR's own ``train.ema_decay``;
+* validation scores with :func:`esr.evaluate.evaluate`, the code of ``esr eval``, logs
+  Y-PSNR/SSIM to the BasicSR log and tensorboard, appends ``{iter, psnr_y, ssim_y}`` to
+  ``val_curve.jsonl`` in the experiment folder and keeps ``models/net_g_best.pth`` (an esr
+  checkpoint) with its score in ``net_g_best.json`` so a resumed run keeps the true best;
+* a warm start (``path.pretrain_network_g``) is checked and logged key by key.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from esr.compat import import_basicsr
+
+import_basicsr()
+from basicsr.models.sr_model import SRModel  # noqa: E402
+from basicsr.utils import get_root_logger  # noqa: E402
+
+from esr.evaluate import evaluate  # noqa: E402
+from esr.loading import read_checkpoint, save_checkpoint  # noqa: E402
+from esr.train.losses import ContrastiveLoss  # noqa: E402
+
+
+def warm_start_report(net: torch.nn.Module, path: str) -> str:
+    """One log line: how many of ``net``'s tensors equal those stored in ``path``, and which did not."""
+    stored, _ = read_checkpoint(path)
+    own = net.state_dict()
+    loaded = [k for k, v in own.items() if k in stored and stored[k].shape == v.shape and torch.equal(stored[k], v.cpu())]
+    missing = [k for k in own if k not in loaded]
+    unused = [k for k in stored if k not in own]
+    return (f"initial weights from {path}: {len(loaded)}/{len(own)} tensors loaded "
+            f"(first: {', '.join(loaded[:3])}; last: {loaded[-1] if loaded else '-'}); "
+            f"not loaded: {missing or 'none'}; unused in file: {unused or 'none'}")
+
+
+class ESRModel(SRModel):
+    """SR model for esr's YAML options (``model_type: ESRModel``)."""
+
+    def __init__(self, opt: dict[str, Any]) -> None:
+        super().__init__(opt)
+        load_path = self.opt["path"].get("pretrain_network_g")
+        if load_path:
+            get_root_logger().info(warm_start_report(self.get_bare_model(self.net_g), load_path))
+
+    def init_training_settings(self) -> None:
+        super().init_training_settings()
+        train_opt = self.opt["train"]
+        self.grad_clip = float(train_opt.get("grad_clip", 0))
+        self.use_amp = bool(train_opt.get("amp", False)) and self.device.type == "cuda"
+        if train_opt.get("amp") and not self.use_amp:
+            get_root_logger().warning("train.amp is ignored: automatic mixed precision needs CUDA")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+
+    def pixel_loss(self) -> torch.Tensor:
+        if isinstance(self.cri_pix, ContrastiveLoss):
+            return self.cri_pix(self.output, self.gt, self.lq)
+        return self.cri_pix(self.output, self.gt)
+
+    def optimize_parameters(self, current_iter: int) -> None:
+        self.optimizer_g.zero_grad()
+        loss_dict: OrderedDict[str, torch.Tensor] = OrderedDict()
+        with torch.autocast(self.device.type, enabled=self.use_amp):
+            self.output = self.net_g(self.lq)
+            l_total = torch.zeros((), device=self.device)
+            if self.cri_pix:
+                loss_dict["l_pix"] = self.pixel_loss()
+                l_total = l_total + loss_dict["l_pix"]
+            if self.cri_perceptual:
+                l_percep, l_style = self.cri_perceptual(self.output, self.gt)
+                for name, value in (("l_percep", l_percep), ("l_style", l_style)):
+                    if value is not None:
+                        loss_dict[name] = value
+                        l_total = l_total + value
+        self.scaler.scale(l_total).backward()
+        if self.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer_g)
+            loss_dict["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.grad_clip)
+        self.scaler.step(self.optimizer_g)
+        self.scaler.update()
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+
+    def nondist_validation(self, dataloader, current_iter: int, tb_logger, save_img: bool) -> None:  # noqa: ANN001
+        dataset = dataloader.dataset
+        # BasicSR's loop leaves current_iter past total_iter for the validation after training.
+        current_iter = min(current_iter, int(self.opt["train"]["total_iter"]))
+        name = dataset.name
+        net = self.net_g_ema if hasattr(self, "net_g_ema") else self.net_g
+        was_training = net.training
+        result = evaluate(self.get_bare_model(net), dataset.data_dir, dataset.scale, progress=False)
+        net.train(was_training)
+        psnr, ssim = result["psnr_y"], result["ssim_y"]
+        models_dir = Path(self.opt["path"]["models"])
+        best_file = models_dir / "net_g_best.json"
+        best = json.loads(best_file.read_text()) if best_file.is_file() else {"psnr_y": float("-inf")}
+        if psnr > best["psnr_y"]:
+            save_checkpoint(self.get_bare_model(net), models_dir / "net_g_best.pth")
+            best = {"iter": current_iter, "psnr_y": psnr, "ssim_y": ssim, "dataset": name}
+            best_file.write_text(json.dumps(best))
+        get_root_logger().info(
+            f"Validation {name} x{dataset.scale} (esr eval metrics), iter {current_iter}: "
+            f"Y-PSNR {psnr:.4f} dB, Y-SSIM {ssim:.4f}; best {best['psnr_y']:.4f} dB @ iter {best['iter']}")
+        if tb_logger:
+            tb_logger.add_scalar(f"metrics/{name}/psnr_y", psnr, current_iter)
+            tb_logger.add_scalar(f"metrics/{name}/ssim_y", ssim, current_iter)
+        record = {"iter": current_iter, "dataset": name, "psnr_y": psnr, "ssim_y": ssim, "time": time.time()}
+        with open(Path(self.opt["path"]["experiments_root"]) / "val_curve.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")

@@ -1,0 +1,181 @@
+"""Run a multi-stage esr training document with BasicSR's ``train_pipeline``, resumably.
+
+Layout under ``experiments/`` (relative to the current directory, as in BasicSR):
+
+* ``{name}_{stage}/``: BasicSR's experiment folder of each stage (``models/``,
+  ``training_states/``, ``train_*.log``, ``val_curve.jsonl``).
+* ``{name}/``: the runner's folder: ``stages/{i}_{stage}.yml`` (the merged options given to
+  BasicSR), ``stage_{stage}.pth`` (a finished stage's final weights, an esr checkpoint
+  written atomically: its presence marks the stage done), ``final.pth`` (the last stage's
+  weights, loadable by :func:`esr.load_model`) and ``curve.json`` (validation curve).
+
+Every stage after the first loads the previous stage's final weights
+(``path.pretrain_network_g``, ``param_key_g: params``, ``strict_load_g: true`` are set
+automatically; :class:`esr.train.model.ESRModel` logs which keys loaded). A stage may name a
+``warm_start_transform`` (:data:`esr.train.transforms.WARM_START_TRANSFORMS`) applied to
+those weights first, calibrated on a few LR crops of the stage's training set.
+
+Re-running the same command skips finished stages and resumes the unfinished one from
+its newest readable BasicSR training state (CPU-safe; BasicSR 1.4.2's own resume
+requires CUDA), so a run killed at any point continues where it was.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import yaml
+
+from esr.errors import EsrError
+from esr.loading import read_checkpoint, save_checkpoint
+from esr.registry import ARCH_REGISTRY
+from esr.train.options import stage_options
+from esr.train.transforms import WARM_START_TRANSFORMS
+
+log = logging.getLogger("basicsr.esr")
+
+
+def build_network(network_opt: dict[str, Any]) -> nn.Module:
+    """The arch named by ``network_opt['type']`` with the other keys as kwargs."""
+    kwargs = {key: value for key, value in network_opt.items() if key != "type"}
+    return ARCH_REGISTRY.get(network_opt["type"])(**kwargs)
+
+
+def load_latest_state(opt: dict[str, Any]) -> dict[str, Any] | None:
+    """Replacement for ``basicsr.train.load_resume_state``: newest readable state, CPU-safe.
+
+    A state is used only if both ``training_states/{iter}.state`` and
+    ``models/net_g_{iter}.pth`` load (a kill during BasicSR's non-atomic save leaves a
+    truncated file; older states are tried next). The state is a pickle BasicSR wrote
+    for this run, so it is loaded with ``weights_only=False``.
+    """
+    from basicsr.utils import check_resume
+
+    states_dir = Path(opt["path"]["training_states"])
+    iters = sorted((int(p.stem) for p in states_dir.glob("*.state") if p.stem.isdigit()), reverse=True) \
+        if states_dir.is_dir() else []
+    for current in iters:
+        state_path = states_dir / f"{current}.state"
+        try:
+            state = torch.load(state_path, map_location="cpu", weights_only=False)
+            read_checkpoint(Path(opt["path"]["models"]) / f"net_g_{current}.pth")
+        except (EsrError, RuntimeError, EOFError, OSError) as err:
+            log.warning("skipping unreadable training state %s (%s)", state_path, err)
+            continue
+        opt["path"]["resume_state"] = str(state_path)
+        check_resume(opt, current)
+        log.info("resuming %s from iteration %d", opt["name"], current)
+        return state
+    return None
+
+
+def reset_basicsr_logger() -> None:
+    """Let BasicSR's ``get_root_logger`` open the next stage's log file (it caches the first)."""
+    from basicsr.utils import logger as bsr_logger
+
+    root = logging.getLogger("basicsr")
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    bsr_logger.initialized_logger.pop("basicsr", None)
+
+
+def run_basicsr(opt_file: Path, root: Path) -> None:
+    """One BasicSR ``train_pipeline`` on ``opt_file`` (auto-resume on), experiments under ``root``."""
+    import basicsr.train as bsr_train
+
+    bsr_train.load_resume_state = load_latest_state
+    reset_basicsr_logger()
+    saved_argv = sys.argv
+    sys.argv = ["esr train", "-opt", str(opt_file), "--auto_resume"]
+    try:
+        bsr_train.train_pipeline(str(root))
+    finally:
+        sys.argv = saved_argv
+
+
+def export_stage(opt: dict[str, Any], root: Path, dest: Path) -> Path:
+    """Save BasicSR's ``net_g_latest.pth`` (EMA weights if present) as an esr checkpoint at ``dest``."""
+    latest = root / "experiments" / opt["name"] / "models" / "net_g_latest.pth"
+    state_dict, _ = read_checkpoint(latest)
+    model = build_network(opt["network_g"])
+    model.load_state_dict(state_dict, strict=True)
+    return save_checkpoint(model, dest)
+
+
+def collect_curve(run_dir: Path, stages: list[tuple[str, dict[str, Any]]], root: Path) -> list[dict[str, Any]]:
+    """Validation records of all stages, with ``total_iter`` counted across stages; written to curve.json."""
+    curve, offset = [], 0
+    for stage, opt in stages:
+        path = root / "experiments" / opt["name"] / "val_curve.jsonl"
+        records = {}
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                record = json.loads(line)
+                records[record["iter"]] = record  # a resumed final validation repeats an iteration
+        for it in sorted(records):
+            curve.append({"stage": stage, "total_iter": offset + it, **records[it]})
+        offset += int(opt["train"]["total_iter"])
+    (run_dir / "curve.json").write_text(json.dumps(curve, indent=1))
+    return curve
+
+
+def train_document(doc: dict[str, Any], root: Path | None = None) -> Path:
+    """Run every unfinished stage of ``doc`` in order; returns the path of ``final.pth``."""
+    from esr.train.bridge import register_all
+
+    register_all()
+    root = Path(root or Path.cwd()).resolve()
+    stages = stage_options(doc)
+    run_dir = root / "experiments" / doc["name"]
+    (run_dir / "stages").mkdir(parents=True, exist_ok=True)
+    transforms = {stage["name"]: stage.get("warm_start_transform") for stage in doc.get("stages") or []}
+    previous: Path | None = None
+    for index, (stage, opt) in enumerate(stages):
+        done = run_dir / f"stage_{stage}.pth"
+        if done.is_file():
+            log.info("stage %s already finished (%s), skipped", stage, done)
+            previous = done
+            continue
+        if previous is not None:
+            opt["path"] = {**opt.get("path", {}), "pretrain_network_g": str(warm_start_file(previous, transforms.get(stage), run_dir, stage, opt)),
+                           "param_key_g": "params", "strict_load_g": True}
+        opt_file = run_dir / "stages" / f"{index}_{stage}.yml"
+        opt_file.write_text(yaml.safe_dump(opt, sort_keys=False))
+        log.info("stage %s (%d/%d): %s", stage, index + 1, len(stages), opt_file)
+        run_basicsr(opt_file, root)
+        export_stage(opt, root, done)
+        previous = done
+    final = run_dir / "final.pth"
+    shutil.copyfile(previous, run_dir / ".final.pth.part")
+    (run_dir / ".final.pth.part").replace(final)
+    collect_curve(run_dir, stages, root)
+    return final
+
+
+def calibration_batch(opt: dict[str, Any], count: int = 8) -> torch.Tensor:
+    """The LR inputs of the first ``count`` items of the stage's training set, (count, 3, h, w) in [0, 1]."""
+    import random
+
+    from basicsr.data import build_dataset
+
+    random.seed(0)
+    dataset = build_dataset({**opt["datasets"]["train"], "phase": "train", "scale": opt["scale"]})
+    return torch.stack([dataset[i]["lq"] for i in range(min(count, len(dataset)))])
+
+
+def warm_start_file(previous: Path, transform: str | None, run_dir: Path, stage: str, opt: dict[str, Any]) -> Path:
+    """The checkpoint a stage starts from: ``previous``, or ``previous`` passed through ``transform``."""
+    if transform is None:
+        return previous
+    from esr.loading import load_model
+
+    model = WARM_START_TRANSFORMS.get(transform)(load_model(previous), calibration_batch(opt))
+    return save_checkpoint(model, run_dir / f"init_{stage}.pth")
+
