@@ -1,26 +1,122 @@
-"""PyTorch -> ONNX export of esr models."""
+"""PyTorch -> ONNX export of esr models, then checker, shape inference and onnxslim.
+
+Dynamic exports keep the arch's pad-and-crop in the graph: the legacy tracer bakes
+Python control flow, so :class:`PadCrop` computes the reflect-pad amounts from the
+traced input shape and crops the output back, and the model itself is traced on an
+aligned shape (its own padding is then a no-op). A dynamic graph therefore accepts
+any H, W >= 8 (reflect padding needs pad < size); a static one exactly its shape.
+"""
 from __future__ import annotations
 
+import os
+import tempfile
+from collections import Counter
 from pathlib import Path
 
+import onnx
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+MIN_DYNAMIC_SIZE = 8
+"""Smallest H/W a dynamic export accepts (reflect padding to the arch's multiple needs pad < size)."""
+
+
+class PadCrop(nn.Module):
+    """Wrap an esr model for tracing: traced reflect padding to its size rules, then crop.
+
+    Shapes: (N, C, H, W) -> (N, C', H * s, W * s), same as the wrapped model.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        descriptor = model.descriptor
+        self.multiple = descriptor.size_multiple
+        self.min_size = descriptor.min_size
+        self.scale = descriptor.scale
+
+    def pad_amount(self, size: torch.Tensor | int) -> torch.Tensor:
+        size = torch.as_tensor(size)
+        grown = torch.clamp(size, min=self.min_size)
+        return grown - size + torch.remainder(-grown, self.multiple)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[2], x.shape[3]  # 0-dim tensors while tracing: the pads stay symbolic
+        padded = F.pad(x, [0, self.pad_amount(width), 0, self.pad_amount(height)], mode="reflect")
+        out = self.model(padded)
+        return out[:, :, : height * self.scale, : width * self.scale]
+
+
+def aligned_shape(model: nn.Module, height: int, width: int) -> tuple[int, int]:
+    """(H, W) grown to the model's ``min_size`` and ``size_multiple`` (the shape its own padding skips)."""
+    descriptor = model.descriptor
+    multiple = descriptor.size_multiple
+
+    def align(size: int) -> int:
+        size = max(size, descriptor.min_size, MIN_DYNAMIC_SIZE)
+        return size + (-size) % multiple
+
+    return align(height), align(width)
 
 
 def export_onnx(
     model: nn.Module, path: str | Path, height: int = 64, width: int = 64, dynamic: bool = True, opset: int = 17
 ) -> Path:
-    """Export ``model`` (RGB float NCHW [0, 1] in, upscaled out) to ONNX.
+    """Export ``model`` (RGB float NCHW [0, 1] in, upscaled out) to ONNX at ``path`` (raw tracer output).
 
-    Input ``input`` (N, 3, H, W), output ``output`` (N, 3, H*s, W*s); with ``dynamic``
-    N, H and W are symbolic. ``height``/``width`` give the trace shape.
+    Input ``input`` (N, 3, H, W), output ``output`` (N, 3, H*s, W*s). Static: exactly
+    ``height x width``. Dynamic: N, H and W symbolic; an esr model (one with a
+    ``descriptor``) is wrapped in :class:`PadCrop` and traced at ``height x width``
+    grown to an aligned size, so any H, W >= 8 runs. Other modules are traced as they are.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    module = model.eval()
+    if dynamic and hasattr(model, "descriptor"):
+        module = PadCrop(model).eval()
+        height, width = aligned_shape(model, height, width)
     sample = torch.rand(1, 3, height, width)
-    axes = {"input": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 2: "out_height", 3: "out_width"}}
-    torch.onnx.export(
-        model.eval(), (sample,), str(path), input_names=["input"], output_names=["output"],
-        dynamic_axes=axes if dynamic else None, opset_version=opset, dynamo=False,
-    )
+    axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+            OUTPUT_NAME: {0: "batch", 2: "out_height", 3: "out_width"}}
+    with torch.no_grad():
+        torch.onnx.export(
+            module, (sample,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes=axes if dynamic else None, opset_version=opset, dynamo=False,
+        )
+    return path
+
+
+def op_counts(graph: onnx.ModelProto) -> dict[str, int]:
+    """Node count per op type (top-level graph), most frequent first."""
+    return dict(Counter(node.op_type for node in graph.graph.node).most_common())
+
+
+def finalize_onnx(raw: onnx.ModelProto) -> onnx.ModelProto:
+    """Checker, shape inference and onnxslim (constant folding, dead-node and identity removal).
+
+    Raises ``onnx.checker.ValidationError`` on an invalid graph (before or after slimming).
+    """
+    import onnxslim
+
+    onnx.checker.check_model(raw)
+    slim = onnxslim.slim(onnx.shape_inference.infer_shapes(raw))
+    slim = onnx.shape_inference.infer_shapes(slim, strict_mode=True)
+    onnx.checker.check_model(slim)
+    return slim
+
+
+def save_atomic(graph: onnx.ModelProto, path: str | Path) -> Path:
+    """Write ``graph`` to ``path`` via a temp file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        onnx.save(graph, tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
     return path

@@ -1,0 +1,125 @@
+"""``esr export``: deploy recipe, ONNX export with checks, optional TensorRT engine.
+
+Exit codes: 0 done; 1 ONNX written but onnxruntime parity above tolerance; 2 bad
+arguments or model; 3 (``--trt``) TensorRT not importable: the ONNX is written and the
+equivalent ``trtexec`` command is printed; 4 TensorRT could not parse/build the graph.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "export a model to ONNX (deploy rewrites, parity and TensorRT op checks) and optionally a TensorRT engine"
+
+DEFAULT_OPT = "1x3x256x256"
+DEFAULT_MIN = "1x3x16x16"
+DEFAULT_MAX = "1x3x1024x1024"
+
+
+def parse_shape(text: str) -> tuple[int, int, int, int]:
+    """``NxCxHxW`` or ``HxW`` (N=1, C=3) -> (N, C, H, W); ValueError otherwise."""
+    dims = [int(d) for d in text.lower().split("x")]
+    if len(dims) == 2:
+        dims = [1, 3, *dims]
+    if len(dims) != 4 or min(dims) < 1:
+        raise ValueError(f"bad shape {text!r}: use NxCxHxW or HxW")
+    return dims[0], dims[1], dims[2], dims[3]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="zoo name or checkpoint path (default: the embedded model)")
+    parser.add_argument("--scale", type=int, default=None, help="scale (zoo names with several scales)")
+    parser.add_argument("--onnx", default=None, help="output .onnx (default: MODEL_xS.onnx in the current folder)")
+    parser.add_argument("--trt", nargs="?", const="", default=None, metavar="OUT.engine",
+                        help="also build a TensorRT engine (default path: the ONNX path with .engine)")
+    parser.add_argument("--fp16", action="store_true", help="TensorRT FP16")
+    parser.add_argument("--int8", action="store_true", help="TensorRT INT8 (QDQ graph, or calibration via --calib)")
+    parser.add_argument("--calib", default=None, help="folder of calibration images for --int8")
+    parser.add_argument("--calib-cache", default=None, help="INT8 calibration cache (read if present, else written)")
+    parser.add_argument("--dynamic", action="store_true", help="symbolic N/H/W (else static at --opt)")
+    parser.add_argument("--min", default=DEFAULT_MIN, help=f"profile min shape (default {DEFAULT_MIN})")
+    parser.add_argument("--opt", default=DEFAULT_OPT, help=f"profile opt / static shape (default {DEFAULT_OPT})")
+    parser.add_argument("--max", default=DEFAULT_MAX, help=f"profile max shape (default {DEFAULT_MAX})")
+    parser.add_argument("--recipe", default="default", help="default, none, or comma-separated pass names")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
+    parser.add_argument("--parity", default=None,
+                        help="image folder for the parity check (default: ../shared Set5 LR for the scale)")
+    parser.add_argument("--workspace", type=int, default=4096, help="TensorRT workspace limit in MiB")
+    parser.add_argument("--timing-cache", default=None, help="TensorRT timing cache file (reused and updated)")
+
+
+def default_parity_dir(scale: int) -> Path:
+    from esr.paths import shared_dir
+
+    return shared_dir() / "datasets" / "Set5" / "LR_bicubic" / f"X{scale}"
+
+
+def engine_spec(args: argparse.Namespace, onnx_path: Path, shapes: dict[str, tuple[int, int, int, int]]):
+    from esr.export.images import image_files
+    from esr.export.trt_build import EngineSpec
+
+    precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
+    engine = Path(args.trt) if args.trt else onnx_path.with_suffix(".engine")
+    static = not args.dynamic
+    return EngineSpec(
+        onnx_path=onnx_path, engine_path=engine,
+        min_shape=shapes["opt"] if static else shapes["min"], opt_shape=shapes["opt"],
+        max_shape=shapes["opt"] if static else shapes["max"], precision=precision,
+        workspace_mib=args.workspace, timing_cache=Path(args.timing_cache) if args.timing_cache else None,
+        calib_cache=Path(args.calib_cache) if args.calib_cache else None,
+        calib_images=image_files(args.calib) if args.calib else [],
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from esr.errors import EXIT_FAILED, EXIT_USAGE, EsrError
+    from esr.export.pipeline import PARITY_TOL, report_lines, run_export
+    from esr.export.trt_build import EXIT_NO_TENSORRT, build_engine, file_sha256, trtexec_command
+    from esr.loading import load_model
+    from esr.plugins import resolve_recipe
+    from esr.zoo import DEFAULT_MODEL
+
+    try:
+        shapes = {name: parse_shape(getattr(args, name)) for name in ("min", "opt", "max")}
+    except ValueError as err:
+        raise EsrError(f"--min/--opt/--max: {err}", EXIT_USAGE) from None
+    if args.dynamic and not all(a <= b <= c for a, b, c in zip(shapes["min"], shapes["opt"], shapes["max"])):
+        raise EsrError("--min/--opt/--max: need min <= opt <= max in every dimension", EXIT_USAGE)
+    if args.opset < 17:
+        raise EsrError(f"--opset {args.opset}: esr exports opset 17 or newer", EXIT_USAGE)
+    if args.calib and not Path(args.calib).is_dir():
+        raise EsrError(f"{args.calib}: --calib must be a folder of images", EXIT_USAGE)
+
+    name = args.model or DEFAULT_MODEL
+    model = load_model(name, scale=args.scale)
+    scale = model.descriptor.scale
+    try:
+        passes = resolve_recipe(model, args.recipe)
+    except KeyError as err:
+        raise EsrError(f"--recipe {args.recipe}: {err.args[0]}", EXIT_USAGE) from None
+    onnx_path = Path(args.onnx) if args.onnx else Path(f"{Path(str(name)).stem}_x{scale}.onnx")
+    parity_dir = Path(args.parity) if args.parity else default_parity_dir(scale)
+    if args.parity and not parity_dir.is_dir():
+        raise EsrError(f"{args.parity}: --parity must be a folder of images", EXIT_USAGE)
+
+    report = run_export(model, onnx_path, passes, shapes["opt"], args.dynamic, args.opset, parity_dir)
+    print(f"model: {name} (x{scale}), recipe: {', '.join(passes) or 'none'}")
+    print("\n".join(report_lines(report)))
+
+    if args.trt is not None:
+        spec = engine_spec(args, onnx_path, shapes)
+        source = Path(str(name))
+        metadata = {"source_model": str(name), "recipe": passes,
+                    "source_sha256": file_sha256(source) if source.is_file() else None}
+        try:
+            import tensorrt  # noqa: F401
+        except ImportError:
+            print(f"build the engine on a machine with TensorRT 10:\n  {trtexec_command(spec)}")
+            raise EsrError(f"{spec.engine_path}: TensorRT is not installed here; ONNX written to {onnx_path}",
+                           EXIT_NO_TENSORRT) from None
+        sidecar = build_engine(spec, metadata)
+        print(f"engine: {spec.engine_path} ({sidecar['precision']}, TensorRT {sidecar['tensorrt_version']}, "
+              f"{sidecar['gpu']})")
+    if not report.parity_ok:
+        raise EsrError(f"{onnx_path}: onnxruntime parity {report.parity_max:.2e} exceeds {PARITY_TOL:g}", EXIT_FAILED)
+    return 0
