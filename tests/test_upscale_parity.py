@@ -13,6 +13,8 @@ from esr.errors import EsrError
 from esr.loading import load_model
 from esr.upscaler import Upscaler
 
+pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the legacy exporter's notes
+
 
 @pytest.fixture(scope="module")
 def set14_lr(shared) -> list[np.ndarray]:
