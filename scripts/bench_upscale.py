@@ -6,13 +6,15 @@ Each configuration runs in its own subprocess (so its peak RSS is its own):
 - modes ``model`` (pre-decoded arrays through the Upscaler: no IO at all), ``sequential``
   (``--jobs 0``: decode, model, encode one after another) and ``pipeline`` (``--jobs 2``:
   decode/encode threads overlapping the model);
-- median of ``--repeats`` runs over the 14 images (after one warm-up run), images/s,
-  and each configuration's ratio to the reference ``torch/sequential`` measured in the same run.
+- median of ``--repeats`` passes over the 14 images (after one warm-up pass), images/s, and
+  each configuration's ratio to the reference ``torch/sequential`` measured in the same run;
+  the six worker processes stay up and take turns pass by pass (round-robin), so a change
+  in machine load affects every configuration alike.
 
 Then ``esr upscale`` on a synthetic 4000x3000 RGB PNG at x4 with automatic tiling (one run):
 wall time and peak RSS. Writes ``results/bench_upscale.json`` and prints it.
 
-    python scripts/bench_upscale.py [--repeats 10] [--skip-large]
+    python scripts/bench_upscale.py [--repeats 10] [--skip-large] [--skip-set14] [--out results/X.json]
 """
 from __future__ import annotations
 
@@ -38,8 +40,8 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # ru_maxrss is KiB on Linux
 
 
-def worker_set14(backend: str, mode: str, folder: Path, repeats: int) -> dict:
-    """Time ``repeats`` passes over ``folder`` in this process."""
+def worker_set14(backend: str, mode: str, folder: Path) -> dict:
+    """Serve timed passes over ``folder``: one warm-up, then one pass per ``pass`` line on stdin."""
     import cv2
     import numpy as np
 
@@ -59,21 +61,48 @@ def worker_set14(backend: str, mode: str, folder: Path, repeats: int) -> dict:
         else:
             def one_pass() -> None:
                 with open(os.devnull, "w") as null:
-                    stdout, sys.stdout = sys.stdout, null
+                    stdout, sys.stdout = sys.stdout, null  # the summary line
                     try:
                         assert run_batch(options, log=lambda line: None) == 0
                     finally:
                         sys.stdout = stdout
 
         one_pass()  # warm-up: model load, onnx export cache, allocator
+        print("ready", flush=True)
         times = []
-        for _ in range(repeats):
+        for line in sys.stdin:
+            if line.strip() != "pass":
+                break
             start = time.perf_counter()
             one_pass()
             times.append(time.perf_counter() - start)
+            print(times[-1], flush=True)
     median = statistics.median(times)
-    return {"backend": backend, "mode": mode, "images": len(files), "repeats": repeats, "times_s": times,
+    return {"backend": backend, "mode": mode, "images": len(files), "repeats": len(times), "times_s": times,
             "median_s": median, "images_per_s": len(files) / median, "peak_rss_mb": peak_rss_mb()}
+
+
+def bench_set14(folder: Path, repeats: int) -> list[dict]:
+    """All backend x mode configurations, each in its own process, timed round-robin so load drifts hit all alike."""
+    configs = [(backend, mode) for backend in BACKENDS for mode in MODES]
+    workers = {}
+    for backend, mode in configs:
+        workers[backend, mode] = proc = subprocess.Popen(
+            [sys.executable, __file__, "--worker", "set14", backend, mode, str(folder)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
+        if proc.stdout.readline().strip() != "ready":
+            raise SystemExit(f"worker {backend}/{mode} failed to start")
+    for round_index in range(repeats):
+        shift = round_index % len(configs)
+        for config in configs[shift:] + configs[:shift]:
+            workers[config].stdin.write("pass\n")
+            workers[config].stdin.flush()
+            workers[config].stdout.readline()
+    results = []
+    for config in configs:
+        stdout, _ = workers[config].communicate("done\n")
+        results.append(json.loads(stdout.strip().splitlines()[-1]))
+    return results
 
 
 def worker_large(path: Path) -> dict:
@@ -129,30 +158,28 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--data", type=Path, default=None, help="LR folder (default: shared Set14/LR_bicubic/X4)")
     parser.add_argument("--skip-large", action="store_true", help="skip the 4000x3000 run")
+    parser.add_argument("--skip-set14", action="store_true", help="skip the Set14 timings")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "bench_upscale.json")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         kind, *rest = args.worker
-        result = worker_large(Path(rest[0])) if kind == "large" else worker_set14(rest[0], rest[1], Path(rest[2]),
-                                                                                   int(rest[3]))
+        result = worker_large(Path(rest[0])) if kind == "large" else worker_set14(rest[0], rest[1], Path(rest[2]))
         print(json.dumps(result))
         return
 
     from esr.paths import shared_dir
 
     folder = args.data or shared_dir() / "datasets" / "Set14" / "LR_bicubic" / "X4"
-    report = {"environment": environment(), "data": str(folder), "model": "rlfn_s_x4 (embedded default), x4",
-              "set14": []}
-    for backend in BACKENDS:
-        for mode in MODES:
-            result = run_worker("set14", backend, mode, str(folder), str(args.repeats))
-            report["set14"].append(result)
-            print(f"{backend:12s} {mode:10s} {result['images_per_s']:6.2f} img/s  "
-                  f"median {result['median_s']:.2f} s  peak RSS {result['peak_rss_mb']:.0f} MB", flush=True)
-    reference = next(r for r in report["set14"] if (r["backend"], r["mode"]) == REFERENCE)
-    for result in report["set14"]:
-        result["speed_vs_torch_sequential"] = result["images_per_s"] / reference["images_per_s"]
+    report = {"environment": environment(), "data": str(folder), "model": "rlfn_s_x4 (embedded default), x4"}
+    if not args.skip_set14:
+        report["set14"] = bench_set14(folder, args.repeats)
+        reference = next(r for r in report["set14"] if (r["backend"], r["mode"]) == REFERENCE)
+        for result in report["set14"]:
+            result["speed_vs_torch_sequential"] = result["images_per_s"] / reference["images_per_s"]
+            print(f"{result['backend']:12s} {result['mode']:10s} {result['images_per_s']:6.2f} img/s "
+                  f"({result['speed_vs_torch_sequential']:.2f}x)  median {result['median_s']:.2f} s  "
+                  f"peak RSS {result['peak_rss_mb']:.0f} MB", flush=True)
     if not args.skip_large:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "large_4000x3000.png"
