@@ -7,7 +7,7 @@ HELP = "INT8 post-training quantisation to a QDQ ONNX model that onnxruntime run
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from esr.quantize import GRANULARITIES, METHODS
+    from esr.quantize import GRANULARITIES, METHODS, WEIGHT_TYPES
 
     parser.add_argument("--model", required=True, help="zoo name, checkpoint path, or fp32 .onnx file")
     parser.add_argument("--calib", required=True, help="folder of calibration images (LR, or HR with --calib-downscale)")
@@ -20,8 +20,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=METHODS, default="percentile", help="activation range method")
     parser.add_argument("--granularity", choices=GRANULARITIES, default="channel", help="weight scale granularity")
     parser.add_argument("--group-size", type=int, default=8, help="channels per scale for --granularity sublayer")
-    parser.add_argument("--weight-bits", type=int, choices=(7, 8), default=7,
-                        help="7 avoids int16 saturation of AVX2 u8s8 kernels (default); 8 for VNNI/GPU")
+    parser.add_argument("--weight-type", choices=sorted(WEIGHT_TYPES), default="s7",
+                        help="s7: int8 with 7-bit levels, no AVX2 u8s8 saturation (default); s8: VNNI/GPU; "
+                             "u8: uint8 weights for u8u8 kernels")
     parser.add_argument("--target-db", type=float, default=None,
                         help="keep the most sensitive layers in fp32 until the output PSNR vs fp32 reaches this")
     parser.add_argument("--layer-budget-db", type=float, default=None,
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if Path(args.out).exists() and not args.overwrite:
         raise EsrError(f"{args.out}: exists (use --overwrite to replace it)", exit_code=1)
     config = QuantConfig(
-        method=args.method, granularity=args.granularity, weight_bits=args.weight_bits, group_size=args.group_size,
+        method=args.method, granularity=args.granularity, weight_type=args.weight_type, group_size=args.group_size,
         num_calib=args.num_calib, crop_size=args.crop_size, downscale=args.calib_downscale,
         layer_budget_db=args.layer_budget_db, target_db=args.target_db, max_kept=args.max_kept, keep=args.keep,
     )

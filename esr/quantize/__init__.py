@@ -8,3 +8,5 @@ Modules: ``grids`` (uniform/twin grids), ``ranges`` (range methods), ``graph`` (
 
 METHODS = ("minmax", "percentile", "mse", "twin-uniform")
 GRANULARITIES = ("tensor", "channel", "sublayer")
+WEIGHT_TYPES = {"s7": (7, False), "s8": (8, False), "u8": (8, True)}
+"""weight storage -> (bits, unsigned); see QuantConfig.weight_type."""

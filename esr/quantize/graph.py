@@ -16,6 +16,9 @@ WEIGHTED_OPS = {"Conv": 0, "MatMul": -1, "Gemm": 0}
 """Ops with a constant weight input (index 1) -> the weight's output-channel axis (MatMul: last)."""
 BINARY_OPS = ("Add", "Mul")
 UNARY_OPS = ("LeakyRelu", "Relu", "Sigmoid")
+PASS_THROUGH_OPS = ("MaxPool", "Resize", "DepthToSpace")
+"""Ops that move values without new ones: their output reuses the input's grid, so ONNX Runtime
+drops the Q/DQ around them and runs them on uint8."""
 CHANNEL_AGNOSTIC = ("LeakyRelu", "Relu")
 GELU_CHAIN = ("Add", "Mul", "Mul")
 """Erf -> Add(1) -> Mul(x) -> Mul(0.5): the decomposed exact GELU of the torch exporter."""
@@ -33,6 +36,7 @@ class Unit:
     weight_axis: int = 0
     bias: str | None = None
     twin: str | None = None  # "softmax" / "gelu": its output is a twin-uniform candidate
+    pass_through: bool = False  # output grid = input grid
 
 
 @dataclass
@@ -134,4 +138,6 @@ def make_unit(info: GraphInfo, node: onnx.NodeProto, in_gelu: bool, gelu_out: bo
         return Unit(node.name, node.op_type, acts, outs)
     if node.op_type in UNARY_OPS and acts:
         return Unit(node.name, node.op_type, acts, outs)
+    if node.op_type in PASS_THROUGH_OPS and acts[:1] == [node.input[0]]:
+        return Unit(node.name, node.op_type, acts[:1], outs[:1], pass_through=True)
     return None

@@ -67,17 +67,19 @@ def activation_grid(lo: float, hi: float) -> UniformGrid:
     return UniformGrid(np.float32(scale), np.uint8(zero), *UINT8)
 
 
-def weight_grid(absmax: np.ndarray, bits: int = 8, axis: int | None = 0) -> UniformGrid:
-    """Symmetric int8 grid (zero point 0) with ``2**(bits-1) - 1`` positive levels.
+def weight_grid(absmax: np.ndarray, bits: int = 8, axis: int | None = 0, unsigned: bool = False) -> UniformGrid:
+    """Symmetric grid with ``2**(bits-1) - 1`` positive levels: int8 with zero point 0, or uint8 with 128.
 
     ``absmax`` is a scalar (per-tensor, ``axis`` ignored) or one value per output channel.
-    ``bits=7`` keeps u8 x s8 pair sums inside int16 on AVX2 (no VPMADDUBSW saturation).
+    ``bits=7`` keeps u8 x s8 pair sums inside int16 on AVX2 (no VPMADDUBSW saturation);
+    ``unsigned`` (8 bits, u8 x u8 kernels) avoids the saturation without losing the bit.
     """
     qmax = 2 ** (bits - 1) - 1
     absmax = np.asarray(absmax, dtype=np.float32)
     scale = np.maximum(absmax / qmax, 1e-12).astype(np.float32)
-    zero = np.zeros(scale.shape, dtype=np.int8)
-    return UniformGrid(scale, zero, -qmax - 1, qmax, axis if absmax.ndim else None)
+    offset = 128 if unsigned else 0
+    zero = np.full(scale.shape, offset, dtype=np.uint8 if unsigned else np.int8)
+    return UniformGrid(scale, zero, offset - qmax - 1, offset + qmax, axis if absmax.ndim else None)
 
 
 @dataclass(frozen=True)

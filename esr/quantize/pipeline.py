@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 
 from esr.errors import EsrError
-from esr.quantize import GRANULARITIES, METHODS
+from esr.quantize import GRANULARITIES, METHODS, WEIGHT_TYPES
 from esr.quantize.calibrate import collect_stats, load_crops
 from esr.quantize.graph import analyse
 from esr.quantize.grids import UniformGrid, activation_grid, weight_grid
@@ -27,7 +27,9 @@ class QuantConfig:
         mse and twin-uniform also search weight clipping by MSE).
     granularity: weight scales per tensor, per output channel, or per group of ``group_size``
         channels (sublayer).
-    weight_bits: 7 keeps AVX2's u8 x s8 pair sums inside int16 (no saturation); 8 for VNNI/GPUs.
+    weight_type: "s7" (int8 storage, 7-bit levels: AVX2's u8 x s8 pair sums stay inside int16, no
+        saturation), "s8" (full int8: VNNI CPUs, GPUs) or "u8" (uint8 with zero point 128: u8 x u8
+        kernels, 8-bit levels without saturation, slower on AVX2).
     layer_budget_db / target_db / max_kept: mixed-precision fallback (see esr.quantize.sensitivity);
         None disables that rule.
     keep: regular expressions of node names forced to stay fp32.
@@ -35,7 +37,7 @@ class QuantConfig:
 
     method: str = "mse"
     granularity: str = "channel"
-    weight_bits: int = 7
+    weight_type: str = "s7"
     group_size: int = 8
     num_calib: int = 32
     crop_size: int = 96
@@ -58,6 +60,9 @@ def activation_grids(info, stats, method: str) -> dict[str, Grid]:
             grids[name] = twin_search(twin_kind[name], stat)
         else:
             grids[name] = activation_grid(*range_fn(stat))
+    for unit in info.units:  # graph order: chains of pass-through ops share one grid
+        if unit.pass_through and isinstance(grids.get(unit.inputs[0]), UniformGrid):
+            grids[unit.outputs[0]] = grids[unit.inputs[0]]
     return grids
 
 
@@ -69,18 +74,19 @@ def weight_grids(info, config: QuantConfig, reordered: dict[str, list[int]]) -> 
         if unit.weight is None:
             continue
         weight = np.moveaxis(info.constant_array(unit.weight), unit.weight_axis, 0)
-        absmax = weight_absmax(weight, search, config.weight_bits)
+        bits, unsigned = WEIGHT_TYPES[config.weight_type]
+        absmax = weight_absmax(weight, search, bits)
         axis = unit.weight_axis % info.constant_array(unit.weight).ndim
         if config.granularity == "tensor":
-            grids[unit.weight] = weight_grid(absmax.max(), config.weight_bits)
+            grids[unit.weight] = weight_grid(absmax.max(), bits, unsigned=unsigned)
             notes[unit.name] = {"granularity": "tensor"}
         elif config.granularity == "sublayer":
             shared, groups = group_absmax(absmax, config.group_size)
-            grids[unit.weight] = weight_grid(shared, config.weight_bits, axis)
+            grids[unit.weight] = weight_grid(shared, bits, axis, unsigned)
             notes[unit.name] = {"granularity": "sublayer", "groups": groups, "reordered": unit.name in reordered,
                                 "contiguous": all(g == list(range(g[0], g[0] + len(g))) for g in groups)}
         else:
-            grids[unit.weight] = weight_grid(absmax, config.weight_bits, axis)
+            grids[unit.weight] = weight_grid(absmax, bits, axis, unsigned)
             notes[unit.name] = {"granularity": "channel"}
     return grids, notes
 
@@ -95,6 +101,8 @@ def quantize_onnx(model: onnx.ModelProto, calib_dir: str, config: QuantConfig,
         raise EsrError(f"unknown method {config.method!r} (known: {', '.join(METHODS)})")
     if config.granularity not in GRANULARITIES:
         raise EsrError(f"unknown granularity {config.granularity!r} (known: {', '.join(GRANULARITIES)})")
+    if config.weight_type not in WEIGHT_TYPES:
+        raise EsrError(f"unknown weight type {config.weight_type!r} (known: {', '.join(WEIGHT_TYPES)})")
     info = analyse(model)
     reordered = reorder_channels(info, info.units) if config.granularity == "sublayer" else {}
     crops = load_crops(calib_dir, config.num_calib, config.crop_size, config.downscale, config.seed)
@@ -127,7 +135,7 @@ def quantize_onnx(model: onnx.ModelProto, calib_dir: str, config: QuantConfig,
                  "sensitivity_psnr_db": sensitivity.get(unit.name),
                  "activations": {t: act[t].to_json() for t in unit.inputs + unit.outputs if t in act}}
         if unit.weight is not None:
-            entry["weight"] = {**notes[unit.name], "bits": config.weight_bits, **weights[unit.weight].to_json()}
+            entry["weight"] = {**notes[unit.name], "type": config.weight_type, **weights[unit.weight].to_json()}
         units.append(entry)
     report = {
         "config": asdict(config), "calib_dir": str(calib_dir), "num_crops": len(crops),

@@ -58,7 +58,7 @@ def activation_nodes(graph: onnx.GraphProto, tensor: str, grid: Grid) -> tuple[l
 
 def weight_nodes(graph: onnx.GraphProto, name: str, weight: np.ndarray, grid: UniformGrid) -> tuple[list, str]:
     """int8 initializer + DequantizeLinear standing in for the float weight ``name``."""
-    q = numpy_helper.from_array(grid.quantize(weight).astype(np.int8), f"{name}_int8")
+    q = numpy_helper.from_array(grid.quantize(weight).astype(np.int8 if grid.signed else np.uint8), f"{name}_q")
     graph.initializer.append(q)
     scale, zero = _grid_initializers(graph, f"{name}_w", grid)
     out = f"{name}_dq"
