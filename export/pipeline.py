@@ -24,12 +24,14 @@ PASS_SAMPLE_HW = 64
 
 
 def ort_session(model: str | Path | bytes, threads: int = 2, optimize: bool = True):
-    """An onnxruntime CPU session: ``threads`` intra-op threads, ORT_ENABLE_ALL graph optimization."""
+    """An onnxruntime CPU session: ``threads`` intra-op threads, ORT_ENABLE_ALL graph optimization,
+    no busy-wait spinning between ops (on a shared CPU spinning threads steal the cores other work needs)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     source = str(model) if isinstance(model, Path) else model

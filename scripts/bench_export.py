@@ -1,0 +1,168 @@
+"""CPU speed of the exported models vs PyTorch, measured in one run (interleaved rounds).
+
+DITN-Real x4 (random weights, spandrel's state-dict layout):
+  reference  spandrel ``DITN_Real`` in PyTorch eager (NCHW)
+  also       esr DITN eager, onnxruntime on a plain export (recipe none), onnxruntime on
+             the default deploy recipe (the target: >= 2x faster than the reference)
+RLFN x4 (official weights when ../shared has them, else random):
+  reference  esr RLFN in PyTorch eager, channels_last
+  also       PyTorch eager NCHW, onnxruntime plain, onnxruntime default recipe (target: no slower)
+
+Every backend gets ``--threads`` intra-op threads (torch.set_num_threads / ORT
+intra_op_num_threads, ORT_ENABLE_ALL, no thread spinning), ``--warmup`` untimed runs,
+then ``--repeats`` rounds in which each backend runs once (so load changes hit all of
+them alike). Reports median and p90 (ms), the ratio reference/backend, the machine,
+versions and the load average; writes ``results/bench_export.json``.
+
+    python scripts/bench_export.py [--repeats 12] [--size 256] [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from esr import plugins
+from esr.archs.presets import build_model
+from esr.export.pipeline import ort_session, slim_export
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def randomised(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Every parameter redrawn (std 1/sqrt(fan_in) for weights, 0.5 for vectors) so no branch is a no-op."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            std = param[0].numel() ** -0.5 if param.ndim > 1 else 0.5
+            param.copy_(torch.randn(param.shape, generator=generator) * std)
+    return model.eval()
+
+
+def onnx_runner(model: torch.nn.Module, recipe: list[str], size: int, threads: int, folder: Path) -> Callable:
+    """A callable running ``model`` rewritten by ``recipe`` as a static size x size ONNX graph in onnxruntime."""
+    deployed = plugins.apply(model, recipe) if recipe else model
+    graph = slim_export(deployed, size, size, dynamic=False, opset=17)
+    path = folder / f"{type(model).__name__}-{'-'.join(recipe) or 'plain'}.onnx"
+    path.write_bytes(graph.SerializeToString())
+    session = ort_session(path, threads=threads)
+    return lambda x: session.run(None, {"input": x})[0]
+
+
+def torch_runner(model: torch.nn.Module, channels_last: bool = False) -> Callable:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+
+    def run(x: np.ndarray) -> torch.Tensor:
+        with torch.inference_mode():
+            return model(torch.from_numpy(x).contiguous(memory_format=fmt))
+
+    return run
+
+
+def time_rounds(backends: dict[str, Callable], x: np.ndarray, warmup: int, repeats: int) -> dict[str, list[float]]:
+    from tqdm import tqdm
+
+    for run in backends.values():
+        for _ in range(warmup):
+            run(x)
+    times: dict[str, list[float]] = {name: [] for name in backends}
+    for _ in tqdm(range(repeats), desc="rounds", leave=False):
+        for name, run in backends.items():
+            start = time.perf_counter()
+            run(x)
+            times[name].append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def summarise(times: dict[str, list[float]], reference: str) -> dict[str, dict]:
+    ref = statistics.median(times[reference])
+    return {name: {"median_ms": round(statistics.median(t), 1), "p90_ms": round(float(np.percentile(t, 90)), 1),
+                   "runs_ms": [round(v, 1) for v in t], "speedup_vs_reference": round(ref / statistics.median(t), 3)}
+            for name, t in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=12)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=str(REPO / "results" / "bench_export.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    warnings.simplefilter("ignore", torch.jit.TracerWarning)
+    from spandrel.architectures.DITN import DITN as SpandrelDITN
+
+    from esr.loading import load_model
+
+    x = np.random.default_rng(0).random((1, 3, args.size, args.size), dtype=np.float32)
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
+        folder = Path(tmp)
+        reference_ditn = randomised(SpandrelDITN(upscale=4), seed=0)
+        ditn = build_model("ditn_real", 4)
+        ditn.load_state_dict(reference_ditn.state_dict())
+        ditn = ditn.eval()
+        try:
+            rlfn, rlfn_weights = load_model("rlfn_x4"), "official rlfn_x4"
+        except Exception as err:  # no weights offline: timing does not depend on the values
+            rlfn, rlfn_weights = randomised(build_model("rlfn", 4), seed=1), f"random ({err})"
+        backends = {
+            "ditn_real/spandrel_eager": torch_runner(reference_ditn),
+            "ditn_real/esr_eager": torch_runner(ditn),
+            "ditn_real/ort_plain": onnx_runner(ditn, [], args.size, args.threads, folder),
+            "ditn_real/ort_default_recipe": onnx_runner(ditn, plugins.default_recipe(ditn), args.size,
+                                                        args.threads, folder),
+            "rlfn_x4/torch_channels_last": torch_runner(rlfn, channels_last=True),
+            "rlfn_x4/torch_eager": torch_runner(copy.deepcopy(rlfn)),
+            "rlfn_x4/ort_plain": onnx_runner(rlfn, [], args.size, args.threads, folder),
+            "rlfn_x4/ort_default_recipe": onnx_runner(rlfn, plugins.default_recipe(rlfn), args.size,
+                                                      args.threads, folder),
+        }
+        times = time_rounds(backends, x, args.warmup, args.repeats)
+    ditn_times = {k: v for k, v in times.items() if k.startswith("ditn_real/")}
+    rlfn_times = {k: v for k, v in times.items() if k.startswith("rlfn_x4/")}
+    result = {
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
+                    "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+        "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__, "numpy": np.__version__},
+        "input": [1, 3, args.size, args.size], "scale": 4, "dtype": "float32", "threads": args.threads,
+        "warmup": args.warmup, "repeats": args.repeats, "rlfn_weights": rlfn_weights,
+        "ort_options": "CPUExecutionProvider, ORT_ENABLE_ALL, intra_op_num_threads=threads, no spinning",
+        "recipes": {"ditn_real": plugins.default_recipe(ditn), "rlfn_x4": plugins.default_recipe(rlfn)},
+        "ditn_real": {"reference": "ditn_real/spandrel_eager", "backends": summarise(ditn_times, "ditn_real/spandrel_eager")},
+        "rlfn_x4": {"reference": "rlfn_x4/torch_channels_last",
+                    "backends": summarise(rlfn_times, "rlfn_x4/torch_channels_last")},
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{'backend':<32}{'median ms':>10}{'p90 ms':>10}{'x ref':>8}")
+    for group in ("ditn_real", "rlfn_x4"):
+        for name, row in result[group]["backends"].items():
+            print(f"{name:<32}{row['median_ms']:>10}{row['p90_ms']:>10}{row['speedup_vs_reference']:>8}")
+    print(f"load average before {load_before}, after {result['machine']['loadavg_after']}; wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
