@@ -206,3 +206,31 @@ def test_ditn_twin_uniform_uses_where_on_softmax_and_gelu(tmp_path):
     x = np.random.default_rng(6).random((1, 3, 16, 16), np.float32)
     out = session(qdq).run(None, {"input": x})[0]
     assert out.shape == (1, 3, 32, 32) and np.isfinite(out).all()
+
+
+def test_cli_quantize_then_eval_onnx(tmp_path, capsys):
+    from esr.cli import main
+
+    fp32 = tmp_path / "tiny.onnx"
+    onnx.save(tiny_rlfn_onnx(tmp_path), str(fp32))
+    write_images(tmp_path / "calib")
+    out = tmp_path / "tiny_int8.onnx"
+    args = ["quantize", "--model", str(fp32), "--calib", str(tmp_path / "calib"), "--num-calib", "2",
+            "--crop-size", "32", "--granularity", "sublayer", "--group-size", "4", "--out", str(out)]
+    assert main(args) == 0
+    report = __import__("json").loads(out.with_suffix(".json").read_text())
+    assert report["config"]["granularity"] == "sublayer" and report["units"]
+    before = out.read_bytes()
+    capsys.readouterr()
+    assert main(args) == 1  # no --overwrite: refused before any work, file kept
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(out) in err[0]
+    assert out.read_bytes() == before
+    assert main([*args[:4], str(tmp_path / "missing"), *args[5:-1], str(tmp_path / "other.onnx")]) != 0
+    assert "missing" in capsys.readouterr().err
+    assert main(["eval", "--model", str(out), "--data", str(tmp_path / "calib"), "--json"]) == 0
+    result = __import__("json").loads(capsys.readouterr().out)
+    assert main(["eval", "--model", str(fp32), "--data", str(tmp_path / "calib"), "--json"]) == 0
+    reference = __import__("json").loads(capsys.readouterr().out)
+    assert result["scale"] == reference["scale"] == 2  # read from the ONNX output shape
+    assert abs(result["psnr_y"] - reference["psnr_y"]) < 1.0  # random weights: INT8 tracks the fp32 ONNX score
