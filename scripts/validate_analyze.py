@@ -1,7 +1,7 @@
 """Validate ``esr analyze --hw local`` against ``esr bench`` on this CPU, all in one run.
 
 1. ``esr analyze --calibrate`` (micro-benchmarks + ONNX Runtime per-layer profiling of RLFN and
-   DITN-Real x4 at 96x96 and 192x192, shapes disjoint from the ones validated here).
+   DITN-Real x4 at 64x64 and 160x160, shapes disjoint from the ones validated here).
 2. For RLFN x4, RLFN-S x4 and DITN-Real x4 (random weights: timing does not depend on them) at
    1x3x128x128 and 1x3x256x256: ``esr analyze --hw local --json --save-graph G.onnx`` predicts,
    ``esr bench --model G.onnx`` (onnxruntime, the same deploy graph) measures; error = pred / meas - 1.
@@ -34,7 +34,7 @@ from esr.archs.presets import build_model
 from esr.bench import machine_info
 from esr.cli import main as esr_main
 from esr.loading import save_checkpoint
-from esr.paths import REPO_ROOT, shared_dir
+from esr.paths import shared_dir
 
 MODELS = {"rlfn_x4": ("rlfn", 4), "rlfn_s_x4": ("rlfn_s", 4), "ditn_real_x4": ("ditn_real", 4)}
 SIZES = (128, 256)
@@ -91,7 +91,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10, help="timed runs per measurement (>= 10 for reported figures)")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "validate_analyze")
+    parser.add_argument("--out", type=Path, default=Path("results") / "validate_analyze")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("ESR_WEIGHTS_DIR", str(shared_dir() / "weights" / "rlfn"))
@@ -102,7 +102,7 @@ def main() -> int:
     checkpoints = {}
     for name, (preset, scale) in MODELS.items():
         checkpoints[name] = save_checkpoint(build_model(preset, scale).eval(), args.out / f"{name}_random.pth")
-    esr_main(["analyze", "--calibrate", "--model", str(checkpoints["rlfn_x4"]), "--shape", "1x3x64x64", "--json"])
+    esr_json(["analyze", "--calibrate", "--model", str(checkpoints["rlfn_x4"]), "--shape", "1x3x64x64", "--json"])
     hw = get_profile("local", threads)
     pure = HardwareProfile(**{**hw.to_json(), "efficiency": {}, "kernel_overhead_s": 0.0, "byte_overhead": 0.0,
                               "calibration": {}})

@@ -70,7 +70,7 @@ def test_graph_flops_match_torch_flop_counter(preset):
     model = build_model(preset, 2).eval()
     layers = analyze_graph(deploy_graph(model, (1, 3, 16, 16), recipe="none").model)
     dense = sum(layer.flops - _elementwise_flops(layer) for layer in layers
-                if layer.key.startswith("Conv") or layer.key in ("MatMul", "Gemm"))
+                if layer.key.startswith(("Conv", "DWConv")) or layer.key in ("MatMul", "Gemm"))
     assert dense == pytest.approx(2 * count_macs(model, 16, 16), rel=1e-6)
 
 
@@ -129,7 +129,12 @@ def test_fit_recovers_known_efficiencies_and_overhead():
         seconds = [row.time_s for row in predict(layers, truth)]
         total = Timing.from_times([sum(seconds) * 1e3], 0)
         measurements.append(Measurement(f"x{scale}", layers, seconds, 0.0, total))
+    fused = _layer(1e5, 4e6, key="Erf")  # fused away by the runtime: never measured as its own kernel
+    measurements[0].layers.append(fused)
+    measurements[0].layer_s.append(0.0)
     fitted = fit_profile(_profile(), measurements)
+    assert fitted.kept_fraction == {"Conv3x3": 1.0, "Add": 1.0, "Erf": 0.0}
+    assert predict([fused], fitted)[0].time_s == 0.0
     assert fitted.efficiency["Conv3x3"] == pytest.approx(0.6, rel=0.05)
     assert fitted.efficiency["Add"] == pytest.approx(0.3, rel=0.05)
     assert fitted.kernel_overhead_s == pytest.approx(2e-5, rel=0.3)

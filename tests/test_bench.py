@@ -46,13 +46,13 @@ def _records(capsys) -> list[dict]:
 
 
 def test_bench_all_backends_on_cpu_times_torch_and_onnxruntime(capsys):
-    code = main(["bench", "--model", "rlfn_s_x4", "--backend", "all", "--shape", "1x3x16x16", "--shape", "1x3x8x12",
+    code = main(["bench", "--model", "rlfn_s_x4", "--backend", "all", "--shape", "1x3x16x16", "--shape", "1x3x20x24",
                  "--runs", "2", "--warmup", "1", "--json"])
     assert code == 0
     out = capsys.readouterr().out
     records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     pairs = {(r["backend"], tuple(r["shape"])) for r in records}
-    assert pairs == {(b, s) for b in ("torch", "onnxruntime") for s in ((1, 3, 16, 16), (1, 3, 8, 12))}
+    assert pairs == {(b, s) for b in ("torch", "onnxruntime") for s in ((1, 3, 16, 16), (1, 3, 20, 24))}
     for r in records:
         assert r["runs"] == 2 and r["warmup"] == 1 and len(r["times_ms"]) == 2
         assert min(r["times_ms"]) <= r["median_ms"] <= max(r["times_ms"])

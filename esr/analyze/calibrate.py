@@ -3,8 +3,10 @@
 1. Micro-benchmarks give the peaks (:func:`esr.analyze.hardware.measure_local_profile`).
 2. ONNX Runtime (the deploy runtime, default session options as in :mod:`esr.backends`)
    profiles each calibration graph: per-kernel times, matched to the analysed layers.
-3. Fit, per op class, an efficiency factor (``roofline / measured``, geometric median) and a
-   per-kernel overhead (grid search minimising the squared log error over all layers);
+3. Fit, per op class, an efficiency factor (``roofline / measured``, geometric median), the
+   fraction of its layers the runtime runs as kernels of their own (the rest it fuses into
+   neighbours, e.g. Erf/Div/Mul into Gelu) and a per-kernel overhead (grid search minimising
+   the squared log error over all layers);
    then fit the end-to-end residual (kernels the runtime inserts, e.g. NCHWc layout
    reorders, and framework gaps) as a cost per byte moved plus a cost per kernel.
 """
@@ -115,10 +117,14 @@ def match_kernels(layers: list[Layer], kernels: dict[str, tuple[str, float]]) ->
 
 
 def _fit_efficiency(samples: list[tuple[str, float, float]], overhead: float) -> dict[str, float]:
-    """Per key: geometric median of roofline / (measured - overhead) over (key, roofline s, measured s)."""
+    """Per key: geometric median of roofline / (measured - overhead) over (key, roofline s, measured s).
+
+    Only layers whose roofline time is at least the overhead (and 1 us) count: a tiny layer's time
+    is all overhead and says nothing about its op's throughput on real sizes.
+    """
     ratios: dict[str, list[float]] = {}
     for key, roof, seconds in samples:
-        if roof > 0:
+        if roof >= max(overhead, 1e-6):
             ratios.setdefault(key, []).append(math.log(roof / max(seconds - overhead, 0.05 * seconds)))
     return {key: math.exp(statistics.median(values)) for key, values in ratios.items()}
 
@@ -153,14 +159,17 @@ def fit_profile(base: HardwareProfile, measurements: list[Measurement], precisio
     """``base`` (the measured peaks) with efficiencies and overheads fitted to ``measurements``."""
     peak, bandwidth = base.peak(precision), base.memory_bandwidth
     samples = []
+    seen: dict[str, list[bool]] = {}
     for m in measurements:
         for layer, seconds in zip(m.layers, m.layer_s):
+            seen.setdefault(layer.key, []).append(seconds > 0)
             if seconds > 0:
                 samples.append((layer.key, roofline_time(layer, peak, bandwidth)[0], seconds))
+    kept = {key: sum(flags) / len(flags) for key, flags in seen.items()}
     fits = [(o, _fit_efficiency(samples, o)) for o in OVERHEAD_GRID_S]
     overhead, efficiency = min(fits, key=lambda fit: _log_error(samples, fit[1], fit[0]))
     trial = HardwareProfile(**{**base.to_json(), "efficiency": efficiency, "kernel_overhead_s": overhead,
-                               "byte_overhead": 0.0})
+                               "byte_overhead": 0.0, "kept_fraction": kept})
     rows = []
     for m in measurements:
         predicted = sum(row.time_s for row in predict(m.layers, trial, precision))
@@ -202,7 +211,7 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 DEFAULT_SUITE = ("rlfn", "ditn_real")
 """Presets (x4, random weights: timing does not depend on weight values) profiled by ``--calibrate``."""
-DEFAULT_SHAPES = ((1, 3, 96, 96), (1, 3, 192, 192))
+DEFAULT_SHAPES = ((1, 3, 64, 64), (1, 3, 160, 160))
 """Calibration input shapes, disjoint from the validation shapes (128, 256) of scripts/validate_analyze.py."""
 
 

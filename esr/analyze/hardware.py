@@ -22,10 +22,12 @@ LOCAL = "local"
 class HardwareProfile:
     """A device for the latency model (SI units: FLOP/s, B/s, s).
 
-    The model of one layer is ``max(F / peak, B / bandwidth) / efficiency[key] + byte_overhead *
-    B / bandwidth + kernel_overhead_s``: a roofline, divided by a per-op-class efficiency, plus
-    a runtime cost per byte (layout conversions the runtime inserts) and a fixed cost per kernel.
-    Uncalibrated profiles have every efficiency 1 and no byte overhead: the pure roofline.
+    The model of one layer is ``kept[key] * (max(F / peak, B / bandwidth) / efficiency[key] +
+    byte_overhead * B / bandwidth + kernel_overhead_s)``: a roofline, divided by a per-op-class
+    efficiency, plus a runtime cost per byte (layout conversions the runtime inserts) and a fixed
+    cost per kernel, times the fraction of that op class the runtime does not fuse away.
+    Uncalibrated profiles have every efficiency and kept fraction 1 and no byte overhead: the
+    pure roofline plus a kernel overhead.
     """
 
     name: str
@@ -40,6 +42,7 @@ class HardwareProfile:
     efficiency: dict[str, float] = field(default_factory=dict)
     default_efficiency: float = 1.0
     byte_overhead: float = 0.0
+    kept_fraction: dict[str, float] = field(default_factory=dict)
     calibration: dict = field(default_factory=dict)
     measured: dict = field(default_factory=dict)
 

@@ -34,7 +34,7 @@ def layer_time(layer: Layer, hw: HardwareProfile, precision: str) -> tuple[float
     """``(predicted s, roofline s, bound)`` of ``layer`` by the model in :class:`HardwareProfile`."""
     roof, bound = roofline_time(layer, hw.peak(precision), hw.memory_bandwidth)
     time = roof / hw.efficiency_of(layer.key) + hw.byte_overhead * layer.bytes / hw.memory_bandwidth
-    return time + hw.kernel_overhead_s, roof, bound
+    return hw.kept_fraction.get(layer.key, 1.0) * (time + hw.kernel_overhead_s), roof, bound
 
 
 def predict(layers: list[Layer], hw: HardwareProfile, precision: str = "fp32") -> list[LayerPrediction]:

@@ -31,7 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="deploy recipe applied before export: default, none, or pass names (comma-separated)")
     parser.add_argument("--calibrate", action="store_true",
                         help="first measure this machine (micro-benchmarks + ONNX Runtime per-layer profiling of "
-                             "RLFN and DITN-Real x4 at 96x96 and 192x192) and cache the fitted local profile")
+                             "RLFN and DITN-Real x4 at 64x64 and 160x160) and cache the fitted local profile")
     parser.add_argument("--factors-from", default=None, metavar="HW",
                         help="use the fitted efficiency factors of profile HW (e.g. local) on --hw's peaks")
     parser.add_argument("--threads", type=int, default=0, help="threads for the local micro-benchmarks (default: torch's)")
