@@ -46,7 +46,7 @@ def roofline_plot(rows: list[LayerPrediction], hw: HardwareProfile, precision: s
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOP / byte)")
     ax.set_ylabel("attained FLOP/s (predicted)")
-    kind = "calibrated" if hw.calibrated else "pure roofline"
+    kind = "calibrated" if hw.calibrated else ("borrowed efficiency factors" if hw.efficiency else "pure roofline")
     ax.set_title(f"{title} ({precision}, {kind})" if title else f"{hw.name} ({precision}, {kind})", fontsize=10)
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7, loc="lower right")

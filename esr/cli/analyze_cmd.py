@@ -42,7 +42,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def print_table(name: str, hw, rows, summary: dict, precision: str, note: str) -> None:
-    calibrated = "calibrated" if hw.calibrated else "uncalibrated roofline"
+    calibrated = "calibrated" if hw.calibrated else (
+        "borrowed efficiency factors" if hw.efficiency else "uncalibrated roofline")
     print(f"{name} on {hw.name} ({hw.description}; {calibrated}), {precision}; peak "
           f"{hw.peak(precision) / 1e12:.3g} TFLOP/s, {hw.memory_bandwidth / 1e9:.4g} GB/s")
     if note:
