@@ -116,21 +116,3 @@ class DeploySDA(nn.Module):
         attn, value = self.proj_first(x).chunk(2, dim=1)
         return self.proj_last(value * self.DConvs(attn))
 
-
-class SplitFeedForward(nn.Module):
-    """DITN's gated FFN with its channel ``chunk`` removed: the gate and value halves of
-    ``project_in`` and ``dwconv`` become separate convs, so no Split copies the 2h-channel map.
-
-    ``project_out(gelu(dw_gate(in_gate(x))) * dw_value(in_value(x)))``.
-    Shapes: (N, C, H, W) -> (N, C, H, W).
-    """
-
-    def __init__(self, in_gate: nn.Conv2d, in_value: nn.Conv2d, dw_gate: nn.Conv2d, dw_value: nn.Conv2d,
-                 project_out: nn.Conv2d) -> None:
-        super().__init__()
-        self.in_gate, self.in_value = in_gate, in_value
-        self.dw_gate, self.dw_value = dw_gate, dw_value
-        self.project_out = project_out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.project_out(F.gelu(self.dw_gate(self.in_gate(x))) * self.dw_value(self.in_value(x)))
