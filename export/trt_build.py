@@ -6,7 +6,6 @@ prints :func:`trtexec_command` (the same build for a GPU machine) and exits with
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -18,6 +17,7 @@ import numpy as np
 import onnx
 
 from esr.errors import EsrError
+from esr.loading import sha256_of
 
 EXIT_NO_TENSORRT = 3
 """Exit code of ``esr export --trt`` when TensorRT is not importable (the ONNX file is still written)."""
@@ -69,14 +69,6 @@ def trtexec_command(spec: EngineSpec) -> str:
     if spec.timing_cache is not None:
         parts.append(f"--timingCacheFile={spec.timing_cache}")
     return " ".join(parts)
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -185,7 +177,7 @@ def build_engine(spec: EngineSpec, metadata: dict[str, Any] | None = None) -> di
     sidecar = {
         "engine": str(spec.engine_path),
         "onnx": str(spec.onnx_path),
-        "onnx_sha256": file_sha256(spec.onnx_path),
+        "onnx_sha256": sha256_of(Path(spec.onnx_path)),
         "precision": spec.precision,
         "shapes": {"input": spec.input_name, "min": list(spec.min_shape), "opt": list(spec.opt_shape),
                    "max": list(spec.max_shape)},

@@ -74,8 +74,8 @@ def engine_spec(args: argparse.Namespace, onnx_path: Path, shapes: dict[str, tup
 def run(args: argparse.Namespace) -> int:
     from esr.errors import EXIT_FAILED, EXIT_USAGE, EsrError
     from esr.export.pipeline import PARITY_TOL, report_lines, run_export
-    from esr.export.trt_build import EXIT_NO_TENSORRT, build_engine, file_sha256, trtexec_command
-    from esr.loading import load_model
+    from esr.export.trt_build import EXIT_NO_TENSORRT, build_engine, trtexec_command
+    from esr.loading import load_model, sha256_of
     from esr.plugins import resolve_recipe
     from esr.zoo import DEFAULT_MODEL
 
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         spec = engine_spec(args, onnx_path, shapes)
         source = Path(str(name))
         metadata = {"source_model": str(name), "recipe": passes,
-                    "source_sha256": file_sha256(source) if source.is_file() else None}
+                    "source_sha256": sha256_of(source) if source.is_file() else None}
         try:
             import tensorrt  # noqa: F401
         except ImportError:
