@@ -35,7 +35,7 @@ class QuantConfig:
     keep: regular expressions of node names forced to stay fp32.
     """
 
-    method: str = "mse"
+    method: str = "percentile"
     granularity: str = "channel"
     weight_type: str = "s7"
     group_size: int = 8
