@@ -97,6 +97,7 @@ class ESRModel(SRModel):
         name = dataset.name
         net = self.net_g_ema if hasattr(self, "net_g_ema") else self.net_g
         was_training = net.training
+        net.eval()
         result = evaluate(self.get_bare_model(net), dataset.data_dir, dataset.scale, progress=False)
         net.train(was_training)
         psnr, ssim = result["psnr_y"], result["ssim_y"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import shutil
 import sys
 from pathlib import Path
@@ -65,7 +66,7 @@ def load_latest_state(opt: dict[str, Any]) -> dict[str, Any] | None:
         try:
             state = torch.load(state_path, map_location="cpu", weights_only=False)
             read_checkpoint(Path(opt["path"]["models"]) / f"net_g_{current}.pth")
-        except (EsrError, RuntimeError, EOFError, OSError) as err:
+        except (EsrError, RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
             log.warning("skipping unreadable training state %s (%s)", state_path, err)
             continue
         opt["path"]["resume_state"] = str(state_path)
