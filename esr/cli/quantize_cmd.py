@@ -46,6 +46,8 @@ def fp32_onnx(model_spec: str, recipe: str):
     from esr.errors import EsrError
 
     if Path(model_spec).suffix.lower() == ".onnx":
+        if not Path(model_spec).is_file():
+            raise EsrError(f"{model_spec}: no such file", exit_code=2)
         try:
             return onnx.load(model_spec)
         except Exception as err:  # onnx raises protobuf/OS errors for bad files
