@@ -63,11 +63,12 @@ def test_two_stage_training_survives_a_kill(tmp_path: Path, shared: Path) -> Non
     exp = tmp_path / "experiments"
     states2 = exp / "smoke_stage2" / "training_states"
 
-    # First run: kill it (SIGKILL, no clean-up possible) once stage 2 has saved a training state.
+    # First run: kill it (SIGKILL, no clean-up possible) once stage 2 has saved two training states
+    # (the newest may be half-written at that moment; the resume then uses the older one).
     with open(tmp_path / "run1.log", "w") as log:
         proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 100
-        while not list(states2.glob("*.state")) and proc.poll() is None and time.monotonic() < deadline:
+        while len(list(states2.glob("*.state"))) < 2 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         proc.kill()
         proc.wait()
