@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from esr.paths import shared_dir
 
@@ -24,3 +25,13 @@ def official_weights(shared: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         pytest.skip(f"official RLFN weights not found at {folder}")
     monkeypatch.setenv("ESR_WEIGHTS_DIR", str(folder))
     return folder
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small shapes: one intra-op thread is as fast on an idle 2-core machine and several
+    times faster when another process holds a core (no spinning threads)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -9,14 +9,7 @@ from esr.archs.ditn_arch import DITN, ChannelLayerNorm, TanhAffine, detect_ditn
 from esr.registry import ARCH_REGISTRY, DETECTOR_REGISTRY
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These shapes are small: one intra-op thread is as fast on an idle 2-core machine
-    and several times faster when another process holds a core (no spinning threads)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randomise_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

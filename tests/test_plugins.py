@@ -15,12 +15,7 @@ PRESETS = ["rlfn", "ditn", "ditn_real"]
 EXACT_PASSES = [name for name, step in plugins.PASS_REGISTRY.items() if step.contract == "exact"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def image_range_model(preset: str, seed: int = 0) -> torch.nn.Module:
