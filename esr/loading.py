@@ -23,6 +23,7 @@ import torch.nn as nn
 import esr.archs  # noqa: F401  (registers archs and detectors)
 from esr.archs.presets import build_model
 from esr.errors import EsrError
+from esr.fileio import replace_atomically
 from esr.registry import ARCH_REGISTRY, DETECTOR_REGISTRY
 from esr.zoo import ZOO, ZooEntry
 
@@ -175,15 +176,6 @@ def load_model(name_or_path: str | Path, scale: int | None = None, device: str |
 
 def save_checkpoint(model: nn.Module, path: str | Path) -> Path:
     """Save ``{"params": state_dict, "esr_arch": {...}}`` atomically (temp file + rename); loadable by :func:`load_model`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arch = type(model).__name__
     payload = {"params": model.state_dict(), ESR_META_KEY: {"arch": arch, "kwargs": dict(model.hyperparams)}}
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp_name)
-        os.replace(tmp_name, path)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
-    return path
+    return replace_atomically(path, lambda tmp: torch.save(payload, tmp))

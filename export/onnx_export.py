@@ -8,8 +8,6 @@ any H, W >= 8 (reflect padding needs pad < size); a static one exactly its shape
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -17,6 +15,8 @@ import onnx
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from esr.fileio import replace_atomically
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -110,13 +110,4 @@ def finalize_onnx(raw: onnx.ModelProto) -> onnx.ModelProto:
 
 def save_atomic(graph: onnx.ModelProto, path: str | Path) -> Path:
     """Write ``graph`` to ``path`` via a temp file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        onnx.save(graph, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return replace_atomically(path, lambda tmp: onnx.save(graph, tmp))
