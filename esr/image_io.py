@@ -10,8 +10,6 @@ naming the file. Writing goes to a temp file in the output folder, then ``os.rep
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,6 +18,7 @@ import cv2
 import numpy as np
 
 from esr.errors import EsrError
+from esr.fileio import write_bytes_atomically
 
 READ_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 """Extensions collected when a folder is given as input."""
@@ -31,8 +30,6 @@ SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff")
 ALPHA_SUFFIXES = (".png", ".webp", ".tif", ".tiff")
 GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N")
 EXIF_ORIENTATION = 0x0112
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # read once at import: mkstemp makes 0600 files, outputs get the usual 0666 & ~umask
 
 
 @dataclass(frozen=True)
@@ -164,29 +161,18 @@ def encode_image(image: Image, suffix: str, quality: int = 95) -> bytes:
 
 
 def write_atomic(data: bytes, path: str | Path, overwrite: bool = False) -> Path:
-    """Write ``data`` to ``path`` via a temp file in the same folder + ``os.replace``.
+    """Write ``data`` to ``path`` via a temp file in the same folder + ``os.replace``
+    (:func:`esr.fileio.write_bytes_atomically`): ``path`` is either untouched or complete.
 
-    The temp file is removed on any failure (including KeyboardInterrupt), so ``path`` is
-    either untouched or complete. With ``overwrite=False`` an existing ``path`` is an EsrError.
+    With ``overwrite=False`` an existing ``path`` is an EsrError; so is any OS error, named.
     """
     path = Path(path)
     if path.exists() and not overwrite:
         raise EsrError(f"{path}: exists (use --overwrite to replace it)", exit_code=1)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    except OSError as err:
-        raise EsrError(f"{path.parent}: cannot write here ({err.strerror or err})", exit_code=1) from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp_name, 0o666 & ~_UMASK)
-        os.replace(tmp_name, path)
+        return write_bytes_atomically(path, data)
     except OSError as err:
         raise EsrError(f"{path}: cannot write ({err.strerror or err})", exit_code=1) from None
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
-    return path
 
 
 def write_image(image: Image, path: str | Path, quality: int = 95, overwrite: bool = False) -> Path:

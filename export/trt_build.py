@@ -7,8 +7,6 @@ prints :func:`trtexec_command` (the same build for a GPU machine) and exits with
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ import numpy as np
 import onnx
 
 from esr.errors import EsrError
+from esr.fileio import write_bytes_atomically
 from esr.loading import sha256_of
 
 EXIT_NO_TENSORRT = 3
@@ -71,18 +70,6 @@ def trtexec_command(spec: EngineSpec) -> str:
     return " ".join(parts)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def has_qdq(onnx_path: Path) -> bool:
     """Whether the graph carries its own INT8 scales (QuantizeLinear nodes)."""
     graph = onnx.load(str(onnx_path), load_external_data=False)
@@ -98,7 +85,11 @@ def calibration_batches(spec: EngineSpec) -> list[np.ndarray]:
 
 
 def make_calibrator(trt: Any, spec: EngineSpec) -> Any:
-    """An ``IInt8EntropyCalibrator2`` feeding :func:`calibration_batches` from CUDA memory (torch)."""
+    """An ``IInt8EntropyCalibrator2`` feeding :func:`calibration_batches` from CUDA memory (torch).
+
+    Implicit INT8 calibration is deprecated since TensorRT 10.1 (still present in 10.x) in
+    favour of explicit quantization: a QDQ graph from ``esr quantize`` needs no calibrator.
+    """
     import torch
 
     cache = spec.calib_cache
@@ -124,7 +115,7 @@ def make_calibrator(trt: Any, spec: EngineSpec) -> Any:
 
         def write_calibration_cache(self, data: Any) -> None:
             if cache is not None:
-                write_atomic(cache, bytes(data))
+                write_bytes_atomically(cache, bytes(data))
 
     return Calibrator()
 
@@ -168,9 +159,9 @@ def build_engine(spec: EngineSpec, metadata: dict[str, Any] | None = None) -> di
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EsrError(f"{spec.onnx_path}: TensorRT engine build failed (see the log above)", EXIT_TRT_BUILD)
-    write_atomic(spec.engine_path, bytes(serialized))
+    write_bytes_atomically(spec.engine_path, bytes(serialized))
     if spec.timing_cache is not None:
-        write_atomic(spec.timing_cache, bytes(config.get_timing_cache().serialize()))
+        write_bytes_atomically(spec.timing_cache, bytes(config.get_timing_cache().serialize()))
 
     import torch
 
@@ -186,7 +177,7 @@ def build_engine(spec: EngineSpec, metadata: dict[str, Any] | None = None) -> di
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         **(metadata or {}),
     }
-    write_atomic(sidecar_path(spec.engine_path), (json.dumps(sidecar, indent=2) + "\n").encode())
+    write_bytes_atomically(sidecar_path(spec.engine_path), (json.dumps(sidecar, indent=2) + "\n").encode())
     return sidecar
 
 
