@@ -18,8 +18,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import importlib
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable, Protocol, Union
@@ -28,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from esr.errors import EsrError
+from esr.fileio import replace_atomically
 from esr.registry import Registry
 
 ModelSpec = Union[str, Path, nn.Module]
@@ -149,30 +148,46 @@ def onnx_cache_dir() -> Path:
     return cache_dir() / "onnx"
 
 
+def exporter_sources() -> list[Path]:
+    """The files whose code shapes a cached export: ``esr.export.onnx_export`` and every arch module."""
+    import esr.archs
+    from esr.export import onnx_export
+
+    return [Path(onnx_export.__file__), *sorted(Path(esr.archs.__file__).parent.glob("*.py"))]
+
+
+def files_fingerprint(paths: list[Path]) -> str:
+    """A short sha256 over the contents of ``paths``, in order."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:8]
+
+
 def cached_onnx(model: ModelSpec, opset: int = 17) -> Path:
     """Path of a dynamic-shape ONNX export of ``model``, exported once into :func:`onnx_cache_dir`.
 
-    The file name carries the weights' fingerprint, the opset and the torch version, so a
-    changed model or exporter never reuses a stale file; it is written via temp file + rename.
+    The file name carries the weights' fingerprint, the export code's fingerprint
+    (:func:`exporter_sources`), the opset and the torch version, so a changed model or an
+    esr upgrade that changes the exported graph never reuses a stale file (a stale export
+    without the min-size padding crashed onnxruntime on small tiles). Written via temp
+    file + rename.
     """
     from esr.export.onnx_export import export_onnx
 
-    key = f"{model_fingerprint(model)}-op{opset}-torch{torch.__version__.split('+')[0]}"
+    key = (f"{model_fingerprint(model)}-{files_fingerprint(exporter_sources())}-op{opset}"
+           f"-torch{torch.__version__.split('+')[0]}")
     path = onnx_cache_dir() / f"{key}.onnx"
     if path.is_file():
         return path
     module = _load_module(model, "onnxruntime")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{key}.", suffix=".onnx")
-    os.close(fd)
-    try:
+
+    def export(tmp_name: str) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             export_onnx(module, tmp_name, height=64, width=64, dynamic=True, opset=opset)
-        os.replace(tmp_name, path)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
-    return path
+
+    return replace_atomically(path, export)
 
 
 @BACKEND_REGISTRY.register(name="onnxruntime")
@@ -180,7 +195,8 @@ class OnnxRuntimeBackend:
     """ONNX Runtime on an ``.onnx`` file, or on an export of a torch model cached by :func:`cached_onnx`.
 
     Static-shape models accept inputs up to their shape (``max_hw``); smaller inputs are
-    reflect-padded to it and the output cropped.
+    reflect-padded to it and the output cropped. Dynamic ones get inputs of at least
+    ``MIN_DYNAMIC_SIZE`` pixels a side, padded the same way.
     """
 
     name = "onnxruntime"
@@ -217,11 +233,16 @@ class OnnxRuntimeBackend:
         self.scale = int(out.shape[-1] // probe[1])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        from esr.export.onnx_export import MIN_DYNAMIC_SIZE
+
         height, width = x.shape[-2:]
-        if self.max_hw is not None:
-            pad_h, pad_w = self.max_hw[0] - height, self.max_hw[1] - width
-            if pad_h < 0 or pad_w < 0:
-                raise ValueError(f"input {height}x{width} exceeds the model's static shape {self.max_hw}")
+        # static graphs take exactly their shape; dynamic ones at least MIN_DYNAMIC_SIZE (their own
+        # reflect padding to the arch's min size needs it; smaller inputs crashed onnxruntime)
+        target_h, target_w = self.max_hw or (max(height, MIN_DYNAMIC_SIZE), max(width, MIN_DYNAMIC_SIZE))
+        pad_h, pad_w = target_h - height, target_w - width
+        if pad_h < 0 or pad_w < 0:
+            raise ValueError(f"input {height}x{width} exceeds the model's static shape {self.max_hw}")
+        if pad_h or pad_w:
             mode = "reflect" if pad_h < height and pad_w < width else "replicate"
             x = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode=mode)
         y = self.session.run(None, {self.input_name: x.float().contiguous().numpy()})[0]

@@ -64,6 +64,33 @@ def test_onnxruntime_matches_torch_on_set14(set14_lr, torch_outputs, onnx_path):
     assert worst <= 2, worst
 
 
+@pytest.mark.parametrize("height, width", [(3, 4), (7, 9), (10, 11), (14, 15)])
+def test_onnxruntime_runs_inputs_below_the_arch_min_size(onnx_path, model, height, width):
+    """RLFN's ESA needs 15 px: smaller tiles are padded (a raw 10 px tile crashed onnxruntime)."""
+    import torch
+
+    x = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(height))
+    y = create_backend("onnxruntime", onnx_path)(x)
+    assert tuple(y.shape) == (1, 3, 4 * height, 4 * width)
+    if min(height, width) >= 8:  # padded the same way as the torch model pads itself
+        with torch.no_grad():
+            assert float((y - model(x)).abs().max()) <= 1e-4
+    else:  # replicate-padded to 8 px first: close to, not equal to, torch's own padding
+        assert torch.isfinite(y).all() and 0.0 <= float(y.mean()) <= 1.0
+
+
+def test_onnx_cache_key_follows_the_export_code(tmp_path):
+    from esr.backends import exporter_sources, files_fingerprint
+
+    names = {path.name for path in exporter_sources()}
+    assert {"onnx_export.py", "padding.py", "rlfn_arch.py", "ditn_arch.py"} <= names
+    source = tmp_path / "padding.py"
+    source.write_text("MIN = 15\n")
+    before = files_fingerprint([source])
+    source.write_text("MIN = 16\n")
+    assert files_fingerprint([source]) != before
+
+
 def test_onnxruntime_exports_on_the_fly_into_the_cache(tmp_path, monkeypatch, set14_lr, torch_outputs):
     monkeypatch.setenv("ESR_CACHE_DIR", str(tmp_path))
     backend = create_backend("onnxruntime", "rlfn_s_x4")
