@@ -7,6 +7,9 @@ opt="${1:-options/demo_rlfn_s_x4.yml}"
 shift || true
 name="$(basename "$opt" .yml)"
 mkdir -p experiments
-export OMP_NUM_THREADS=1
-nohup esr train -opt "$opt" --threads 1 "$@" >> "experiments/${name}.out" 2>&1 &
+# ESR_THREADS: torch threads (default 2, this CPU's cores). On a CPU shared with other jobs use 1:
+# there 2 busy-waiting OpenMP threads ran a step 6-20x slower than 1.
+threads="${ESR_THREADS:-2}"
+export OMP_NUM_THREADS="$threads"
+nohup esr train -opt "$opt" --threads "$threads" "$@" >> "experiments/${name}.out" 2>&1 &
 echo "started pid $! (log: experiments/${name}.out)"
