@@ -38,18 +38,25 @@ def choose_fallback(build: Callable[[set[str]], onnx.ModelProto], sensitivity: d
 
     First every unit whose lone quantisation drops the output below ``layer_budget_db``; then,
     while the whole model is below ``target_db``, the next most sensitive unit (at most
-    ``max_kept`` in all). Returns the kept set and the trace of whole-model PSNRs.
+    ``max_kept`` in all). When the target is never reached, the kept set with the best
+    whole-model PSNR seen is returned (adding a unit back can lower it: errors can cancel).
+    Returns the kept set and the trace of whole-model PSNRs.
     """
     ranked = sorted(sensitivity, key=sensitivity.get)
     kept = {n for n in ranked if layer_budget_db is not None and sensitivity[n] < layer_budget_db}
     kept = set(sorted(kept, key=sensitivity.get)[:max_kept])
-    trace = []
+    trace: list[dict] = []
+    tried: list[tuple[float, set[str]]] = []
     while True:
         psnr = output_psnr(reference, run_model(build(set(sensitivity) - kept), crops))
         trace.append({"kept": len(kept), "output_psnr_db": psnr})
+        tried.append((psnr, set(kept)))
         if progress:
             print(f"fallback: {len(kept)} unit(s) in fp32 -> output PSNR vs fp32 {psnr:.2f} dB")
-        candidates = [n for n in ranked if n not in kept]
-        if target_db is None or psnr >= target_db or not candidates or len(kept) >= max_kept:
+        if target_db is not None and psnr >= target_db:
             return kept, trace
+        candidates = [n for n in ranked if n not in kept]
+        if target_db is None or not candidates or len(kept) >= max_kept:
+            _, best_kept = max(tried, key=lambda entry: entry[0])
+            return best_kept, trace
         kept.add(candidates[0])
