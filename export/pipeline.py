@@ -130,8 +130,11 @@ def report_lines(report: ExportReport) -> list[str]:
     kind = "dynamic N/H/W" if report.dynamic else "static " + "x".join(map(str, report.shape))
     lines = [f"ONNX: {report.onnx_path} ({kind})", "passes:"]
     for step in report.passes:
-        error = "unmeasured" if step.max_abs_error is None else f"{step.max_abs_error:.2e}"
-        lines.append(f"  {step.name:<16} {step.contract:<6} sites {step.sites:>3}  max abs output change {error}")
+        if step.max_abs_error is None:
+            change = "output change unmeasured"
+        else:
+            change = f"max abs output change {step.max_abs_error:.2e}, output PSNR vs before {step.psnr_db:.1f} dB"
+        lines.append(f"  {step.name:<16} {step.contract:<6} sites {step.sites:>3}  {change}")
     if not report.passes:
         lines.append("  (none)")
     lines.append(f"nodes: {sum(report.ops_before.values())} before -> {sum(report.ops_after.values())} after")

@@ -4,12 +4,13 @@ A pass is a function ``(model) -> int`` that rewrites an ``nn.Module`` in place 
 returns how many sites it changed. Each pass declares a contract:
 
 * ``exact``: the output is unchanged up to fp32 round-off (tests hold it to 1e-5).
-* ``lossy``: the function changes; the model needs fine-tuning and :func:`apply`
-  reports the output error it introduced.
+* ``lossy``: the function changes; the model needs fine-tuning and :func:`apply_measured`
+  reports the output error it introduced (max abs change and PSNR against the output before).
 """
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Callable, Literal
 
@@ -33,12 +34,21 @@ class DeployPass:
 
 @dataclass(frozen=True)
 class PassReport:
-    """What one pass did: sites rewritten and the max abs output change it caused (None when unmeasured)."""
+    """What one pass did: sites rewritten, and (None when unmeasured) the max abs change of the
+    model output it caused and the PSNR (dB, outputs clipped to [0, 1]) of the output after the
+    pass against the output before it: its PSNR cost as fidelity, inf when bit-identical."""
 
     name: str
     contract: Contract
     sites: int
     max_abs_error: float | None
+    psnr_db: float | None = None
+
+
+def fidelity_psnr(reference: torch.Tensor, output: torch.Tensor) -> float:
+    """PSNR (dB, peak 1) of ``output`` against ``reference``, both clipped to [0, 1]; inf when equal."""
+    mse = float(((output.clamp(0, 1) - reference.clamp(0, 1)) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
 PASS_REGISTRY = Registry("deploy pass")
@@ -89,7 +99,7 @@ def apply_measured(
         model: an eval-mode esr model (left untouched).
         names: registered pass names.
         sample: optional input (N, 3, H, W) in [0, 1]; when given, each pass's max abs
-            change of the model output (vs the output before that pass) is measured.
+            change of the model output and its PSNR (vs the output before that pass) are measured.
 
     Returns:
         (rewritten eval-mode copy, one :class:`PassReport` per pass).
@@ -101,12 +111,13 @@ def apply_measured(
         for name in names:
             step = PASS_REGISTRY.get(name)
             sites = step.run(model)
-            error = None
+            error = psnr = None
             if sample is not None:
                 after = model(sample)
                 error = (after - before).abs().max().item()
+                psnr = fidelity_psnr(before, after)
                 before = after
-            reports.append(PassReport(name, step.contract, sites, error))
+            reports.append(PassReport(name, step.contract, sites, error, psnr))
     return model, reports
 
 

@@ -1,6 +1,8 @@
 """Deploy passes: contracts hold (exact passes within 1e-5 in fp32), lossy ones report their error."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -56,6 +58,7 @@ def test_exact_pass_keeps_output(models, preset: str, name: str) -> None:
     assert report.contract == "exact"
     assert max_diff(deployed, model, x) <= EXACT_TOL
     assert report.max_abs_error is not None and report.max_abs_error <= EXACT_TOL
+    assert report.psnr_db is not None and report.psnr_db > 90
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -89,6 +92,10 @@ def test_layernorm_tanh_is_lossy_and_reports_error(models) -> None:
     assert report.contract == "lossy" and report.sites == 16
     assert report.max_abs_error == pytest.approx(max_diff(deployed, model, x))
     assert report.max_abs_error > 1e-3
+    with torch.no_grad():
+        mse = float(((deployed(x).clamp(0, 1) - model(x).clamp(0, 1)) ** 2).mean())
+    assert report.psnr_db == pytest.approx(-10 * math.log10(mse), abs=1e-6)
+    assert report.psnr_db < 100  # a real cost, reported in dB
     assert sum(isinstance(m, TanhAffine) for m in deployed.modules()) == 16
 
 
