@@ -114,6 +114,9 @@ def main() -> None:
     from spandrel.architectures.DITN import DITN as SpandrelDITN
 
     from esr.loading import load_model
+    from esr.paths import shared_dir
+
+    os.environ.setdefault("ESR_WEIGHTS_DIR", str(shared_dir() / "weights" / "rlfn"))  # offline: ../shared copies
 
     x = np.random.default_rng(0).random((1, 3, args.size, args.size), dtype=np.float32)
     load_before = os.getloadavg()

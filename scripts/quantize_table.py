@@ -1,7 +1,7 @@
 """INT8 PTQ table: Set5/Set14 x4 PSNR and CPU latency of `esr quantize` variants vs fp32 ONNX Runtime.
 
-For each model (official RLFN x4 and RLFN-S x4; DITN-Real x4 with random weights, since no trained
-DITN weights exist in the zoo) the fp32 ONNX export (default deploy recipe applied) and every INT8
+For each model (official RLFN x4 and RLFN-S x4; DITN-Real x4 with random weights, and with
+``--ditn-weights CKPT`` also a trained DITN-Real x4, e.g. the CPU demo of options/demo_ditn_real_x4.yml) the fp32 ONNX export (default deploy recipe applied) and every INT8
 variant run through ONNX Runtime on CPU (2 threads, 1x3x256x256, interleaved rounds, median of N).
 RLFN rows score Y-PSNR on Set5/Set14; the random-weight DITN rows score the fidelity of the INT8
 output against the fp32 output instead (PSNR on the Set5/Set14 LR images).
@@ -9,7 +9,7 @@ An ORT profile (per op type) of fp32 vs the best RLFN x4 variant shows where the
 
 Rows already in the JSON are reused (interrupt and rerun to resume); --fresh starts over.
 
-    python scripts/quantize_table.py [--repeats 10] [--out results/quantize_table.json]
+    python scripts/quantize_table.py [--repeats 10] [--out results/quantize_table.json] [--ditn-weights CKPT]
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -28,6 +27,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from esr.fileio import write_bytes_atomically
 from esr.paths import shared_dir
 
 CALIB = dict(num_calib=32, crop_size=96, downscale=4)
@@ -176,7 +176,14 @@ def main() -> None:
     parser.add_argument("--out", default="results/quantize_table.json")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--fresh", action="store_true", help="ignore rows saved by an earlier run")
+    parser.add_argument("--ditn-weights", type=Path, default=None,
+                        help="trained DITN-Real x4 checkpoint: adds the ditn_real_x4_trained rows, scored by Y-PSNR")
     args = parser.parse_args()
+    models = dict(MODELS)
+    keys = args.models.split(",")
+    if args.ditn_weights is not None:
+        models["ditn_real_x4_trained"] = (str(args.ditn_weights), MODELS["ditn_real_x4"][1])
+        keys.append("ditn_real_x4_trained")
     os.environ.setdefault("ESR_WEIGHTS_DIR", str(shared_dir() / "weights" / "rlfn"))
     out = Path(args.out)
     folder = out.parent / "quantize_models"
@@ -188,13 +195,10 @@ def main() -> None:
     data.setdefault("load", []).append({"start": load_avg()})
 
     def save() -> None:
-        fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".json")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=1)
-        os.replace(tmp, out)
+        write_bytes_atomically(out, json.dumps(data, indent=1).encode())
 
-    for key in args.models.split(","):
-        zoo_name, variants = MODELS[key]
+    for key in keys:
+        zoo_name, variants = models[key]
         fp32 = export_fp32(key, zoo_name, folder)
         entry = data["models"].setdefault(key, {"weights": zoo_name or "random (seed 0): no trained DITN weights",
                                                 "variants": {}})
@@ -229,7 +233,7 @@ def main() -> None:
 
 
 def print_table(data: dict) -> None:
-    print(f"| model | variant | Set5 | Set14 | ms (median) | speed-up vs fp32 ORT | fp32 layers kept |")
+    print("| model | variant | Set5 | Set14 | ms (median) | speed-up vs fp32 ORT | fp32 layers kept |")
     print("|---|---|---|---|---|---|---|")
     for key, entry in data["models"].items():
         fp32 = entry["fp32"]
