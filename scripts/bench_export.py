@@ -14,7 +14,7 @@ then ``--repeats`` rounds in which each backend runs once (so load changes hit a
 them alike). Reports median and p90 (ms), the ratio reference/backend, the machine,
 versions and the load average; writes ``results/bench_export.json``.
 
-    python scripts/bench_export.py [--repeats 12] [--size 256] [--threads 2]
+    python scripts/bench_export.py [--repeats 12] [--size 256] [--threads 2] [--groups ditn_real,rlfn_x4]
 """
 from __future__ import annotations
 
@@ -95,10 +95,19 @@ def time_rounds(backends: dict[str, Callable], x: np.ndarray, warmup: int, repea
 
 
 def summarise(times: dict[str, list[float]], reference: str) -> dict[str, dict]:
+    """Median/p90 ms per backend, the ratio of medians vs ``reference``, and the paired view: the
+    median of the per-round ratios (each round runs every backend once, so a load change hits both
+    sides of a ratio) and in how many rounds the backend beat the reference."""
     ref = statistics.median(times[reference])
-    return {name: {"median_ms": round(statistics.median(t), 1), "p90_ms": round(float(np.percentile(t, 90)), 1),
-                   "runs_ms": [round(v, 1) for v in t], "speedup_vs_reference": round(ref / statistics.median(t), 3)}
-            for name, t in times.items()}
+    summary = {}
+    for name, t in times.items():
+        paired = [r / b for r, b in zip(times[reference], t)]
+        summary[name] = {
+            "median_ms": round(statistics.median(t), 1), "p90_ms": round(float(np.percentile(t, 90)), 1),
+            "runs_ms": [round(v, 1) for v in t], "speedup_vs_reference": round(ref / statistics.median(t), 3),
+            "paired_speedup_median": round(statistics.median(paired), 3),
+            "rounds_faster_than_reference": sum(ratio > 1 for ratio in paired)}
+    return summary
 
 
 def main() -> None:
@@ -107,8 +116,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--groups", default="ditn_real,rlfn_x4", help="which comparisons to run")
     parser.add_argument("--out", default=str(REPO / "results" / "bench_export.json"))
     args = parser.parse_args()
+    groups = args.groups.split(",")
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", torch.jit.TracerWarning)
     from spandrel.architectures.DITN import DITN as SpandrelDITN
@@ -130,21 +141,25 @@ def main() -> None:
             rlfn, rlfn_weights = load_model("rlfn_x4"), "official rlfn_x4"
         except Exception as err:  # no weights offline: timing does not depend on the values
             rlfn, rlfn_weights = randomised(build_model("rlfn", 4), seed=1), f"random ({err})"
-        backends = {
-            "ditn_real/spandrel_eager": torch_runner(reference_ditn),
-            "ditn_real/esr_eager": torch_runner(ditn),
-            "ditn_real/ort_plain": onnx_runner(ditn, [], args.size, args.threads, folder),
-            "ditn_real/ort_default_recipe": onnx_runner(ditn, plugins.default_recipe(ditn), args.size,
-                                                        args.threads, folder),
-            "rlfn_x4/torch_channels_last": torch_runner(rlfn, channels_last=True),
-            "rlfn_x4/torch_eager": torch_runner(copy.deepcopy(rlfn)),
-            "rlfn_x4/ort_plain": onnx_runner(rlfn, [], args.size, args.threads, folder),
-            "rlfn_x4/ort_default_recipe": onnx_runner(rlfn, plugins.default_recipe(rlfn), args.size,
-                                                      args.threads, folder),
-        }
+        backends: dict[str, Callable] = {}
+        if "ditn_real" in groups:
+            backends.update({
+                "ditn_real/spandrel_eager": torch_runner(reference_ditn),
+                "ditn_real/esr_eager": torch_runner(ditn),
+                "ditn_real/ort_plain": onnx_runner(ditn, [], args.size, args.threads, folder),
+                "ditn_real/ort_default_recipe": onnx_runner(ditn, plugins.default_recipe(ditn), args.size,
+                                                            args.threads, folder),
+            })
+        if "rlfn_x4" in groups:
+            backends.update({
+                "rlfn_x4/torch_channels_last": torch_runner(rlfn, channels_last=True),
+                "rlfn_x4/torch_eager": torch_runner(copy.deepcopy(rlfn)),
+                "rlfn_x4/ort_plain": onnx_runner(rlfn, [], args.size, args.threads, folder),
+                "rlfn_x4/ort_default_recipe": onnx_runner(rlfn, plugins.default_recipe(rlfn), args.size,
+                                                          args.threads, folder),
+            })
         times = time_rounds(backends, x, args.warmup, args.repeats)
-    ditn_times = {k: v for k, v in times.items() if k.startswith("ditn_real/")}
-    rlfn_times = {k: v for k, v in times.items() if k.startswith("rlfn_x4/")}
+    references = {"ditn_real": "ditn_real/spandrel_eager", "rlfn_x4": "rlfn_x4/torch_channels_last"}
     result = {
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
                     "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
@@ -153,17 +168,18 @@ def main() -> None:
         "warmup": args.warmup, "repeats": args.repeats, "rlfn_weights": rlfn_weights,
         "ort_options": "CPUExecutionProvider, ORT_ENABLE_ALL, intra_op_num_threads=threads, no spinning",
         "recipes": {"ditn_real": plugins.default_recipe(ditn), "rlfn_x4": plugins.default_recipe(rlfn)},
-        "ditn_real": {"reference": "ditn_real/spandrel_eager", "backends": summarise(ditn_times, "ditn_real/spandrel_eager")},
-        "rlfn_x4": {"reference": "rlfn_x4/torch_channels_last",
-                    "backends": summarise(rlfn_times, "rlfn_x4/torch_channels_last")},
     }
+    for group in groups:
+        group_times = {k: v for k, v in times.items() if k.startswith(f"{group}/")}
+        result[group] = {"reference": references[group], "backends": summarise(group_times, references[group])}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'backend':<32}{'median ms':>10}{'p90 ms':>10}{'x ref':>8}")
-    for group in ("ditn_real", "rlfn_x4"):
+    print(f"{'backend':<32}{'median ms':>10}{'p90 ms':>10}{'x ref':>8}{'paired x':>10}{'wins':>6}")
+    for group in groups:
         for name, row in result[group]["backends"].items():
-            print(f"{name:<32}{row['median_ms']:>10}{row['p90_ms']:>10}{row['speedup_vs_reference']:>8}")
+            print(f"{name:<32}{row['median_ms']:>10}{row['p90_ms']:>10}{row['speedup_vs_reference']:>8}"
+                  f"{row['paired_speedup_median']:>10}{row['rounds_faster_than_reference']:>4}/{args.repeats}")
     print(f"load average before {load_before}, after {result['machine']['loadavg_after']}; wrote {out}")
 
 
