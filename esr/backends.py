@@ -25,6 +25,7 @@ from typing import Callable, Protocol, Union
 import torch
 import torch.nn as nn
 
+from esr.archs.padding import pad_bottom_right
 from esr.errors import EsrError
 from esr.fileio import replace_atomically
 from esr.registry import Registry
@@ -196,13 +197,15 @@ class OnnxRuntimeBackend:
 
     Static-shape models accept inputs up to their shape (``max_hw``); smaller inputs are
     reflect-padded to it and the output cropped. Dynamic ones get inputs of at least
-    ``MIN_DYNAMIC_SIZE`` pixels a side, padded the same way.
+    ``min_side`` (``MIN_DYNAMIC_SIZE``) pixels a side, padded the same way.
     """
 
     name = "onnxruntime"
 
     def __init__(self, model: ModelSpec, device: str = "cpu", fp16: bool = False) -> None:
         import onnxruntime as ort
+
+        from esr.export.onnx_export import MIN_DYNAMIC_SIZE
 
         is_onnx = isinstance(model, (str, Path)) and Path(model).suffix.lower() in ONNX_SUFFIXES
         path = Path(model) if is_onnx else cached_onnx(model)
@@ -228,23 +231,21 @@ class OnnxRuntimeBackend:
         height, width = inputs[0].shape[2:]
         static = isinstance(height, int) and isinstance(width, int)
         self.max_hw = (height, width) if static else None
+        self.min_side = MIN_DYNAMIC_SIZE
         probe = self.max_hw or (32, 32)
         out = self.session.run(None, {self.input_name: torch.zeros(1, 3, *probe).numpy()})[0]
         self.scale = int(out.shape[-1] // probe[1])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        from esr.export.onnx_export import MIN_DYNAMIC_SIZE
-
         height, width = x.shape[-2:]
-        # static graphs take exactly their shape; dynamic ones at least MIN_DYNAMIC_SIZE (their own
+        # static graphs take exactly their shape; dynamic ones at least min_side (their own
         # reflect padding to the arch's min size needs it; smaller inputs crashed onnxruntime)
-        target_h, target_w = self.max_hw or (max(height, MIN_DYNAMIC_SIZE), max(width, MIN_DYNAMIC_SIZE))
+        target_h, target_w = self.max_hw or (max(height, self.min_side), max(width, self.min_side))
         pad_h, pad_w = target_h - height, target_w - width
         if pad_h < 0 or pad_w < 0:
             raise ValueError(f"input {height}x{width} exceeds the model's static shape {self.max_hw}")
         if pad_h or pad_w:
-            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-            x = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+            x = pad_bottom_right(x, pad_h, pad_w)
         y = self.session.run(None, {self.input_name: x.float().contiguous().numpy()})[0]
         return torch.from_numpy(y[..., : height * self.scale, : width * self.scale]).contiguous()
 

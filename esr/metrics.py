@@ -1,13 +1,29 @@
-"""Y-channel PSNR/SSIM (the protocol of every SR paper) and MATLAB-compatible bicubic.
+"""Y-channel PSNR/SSIM (the protocol of every SR paper), MATLAB-compatible bicubic, and the
+fidelity PSNR of a changed model's outputs against the original's.
 
-Both are BasicSR's own functions, so ``esr eval`` and BasicSR's training validation
+The first two are BasicSR's own functions, so ``esr eval`` and BasicSR's training validation
 report identical numbers.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from esr.compat import import_basicsr
+
+
+def fidelity_psnr(references: Sequence[ArrayLike], outputs: Sequence[ArrayLike]) -> float:
+    """PSNR (dB, peak 1) of ``outputs`` against ``references`` (pairs of float images of any equal
+    shapes, numpy arrays or CPU tensors), each clipped to [0, 1]; the MSE is averaged over the pairs.
+
+    inf when they are equal: a rewrite or quantisation that changes nothing.
+    """
+    errors = [np.mean((np.clip(np.asarray(a, np.float64), 0, 1) - np.clip(np.asarray(b, np.float64), 0, 1)) ** 2)
+              for a, b in zip(references, outputs)]
+    mse = float(np.mean(errors))
+    return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
 
 
 def psnr_ssim_y(sr_bgr: np.ndarray, hr_bgr: np.ndarray, crop_border: int) -> tuple[float, float]:

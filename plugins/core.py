@@ -10,13 +10,13 @@ returns how many sites it changed. Each pass declares a contract:
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from typing import Callable, Literal
 
 import torch
 import torch.nn as nn
 
+from esr.metrics import fidelity_psnr
 from esr.registry import Registry
 
 Contract = Literal["exact", "lossy"]
@@ -43,12 +43,6 @@ class PassReport:
     sites: int
     max_abs_error: float | None
     psnr_db: float | None = None
-
-
-def fidelity_psnr(reference: torch.Tensor, output: torch.Tensor) -> float:
-    """PSNR (dB, peak 1) of ``output`` against ``reference``, both clipped to [0, 1]; inf when equal."""
-    mse = float(((output.clamp(0, 1) - reference.clamp(0, 1)) ** 2).mean())
-    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
 PASS_REGISTRY = Registry("deploy pass")
@@ -115,7 +109,7 @@ def apply_measured(
             if sample is not None:
                 after = model(sample)
                 error = (after - before).abs().max().item()
-                psnr = fidelity_psnr(before, after)
+                psnr = fidelity_psnr([before], [after])
                 before = after
             reports.append(PassReport(name, step.contract, sites, error, psnr))
     return model, reports

@@ -73,7 +73,7 @@ def attribute_chain(node: ast.expr) -> tuple[str | None, list[str]]:
     attrs: list[str] = []
     while True:
         key = target_key(node)
-        if key is not None and (key.startswith("self.") or isinstance(node, ast.Name)):
+        if key is not None:
             return key, attrs[::-1]
         if isinstance(node, ast.Attribute):
             attrs.append(node.attr)

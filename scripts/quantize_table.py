@@ -1,7 +1,8 @@
 """INT8 PTQ table: Set5/Set14 x4 PSNR and CPU latency of `esr quantize` variants vs fp32 ONNX Runtime.
 
 For each model (official RLFN x4 and RLFN-S x4; DITN-Real x4 with random weights, and with
-``--ditn-weights CKPT`` also a trained DITN-Real x4, e.g. the CPU demo of options/demo_ditn_real_x4.yml) the fp32 ONNX export (default deploy recipe applied) and every INT8
+``--ditn-weights CKPT`` also a trained DITN-Real x4, e.g. the CPU demo of
+options/demo_ditn_real_x4.yml) the fp32 ONNX export (default deploy recipe applied) and every INT8
 variant run through ONNX Runtime on CPU (2 threads, 1x3x256x256, interleaved rounds, median of N).
 RLFN rows score Y-PSNR on Set5/Set14; the random-weight DITN rows score the fidelity of the INT8
 output against the fp32 output instead (PSNR on the Set5/Set14 LR images).
@@ -105,6 +106,7 @@ def score(path: Path, reference: Path | None) -> dict:
     """Y-PSNR on Set5/Set14 x4, or (``reference`` given) PSNR of the output vs ``reference``'s output."""
     from esr.backends import create_backend
     from esr.evaluate import evaluate, find_pairs, read_bgr_uint8
+    from esr.metrics import fidelity_psnr
 
     backend = create_backend("onnxruntime", str(path))
     result = {}
@@ -114,13 +116,11 @@ def score(path: Path, reference: Path | None) -> dict:
             result[name] = evaluate(backend, data, 4, progress=False)["psnr_y"]
             continue
         ref_backend = create_backend("onnxruntime", str(reference))
-        errors = []
+        inputs = []
         for pair in find_pairs(data, 4):
             lr = read_bgr_uint8(pair.lr_path)[..., ::-1].astype(np.float32) / 255.0
-            x = torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1)))[None]
-            a, b = ref_backend(x).clamp(0, 1), backend(x).clamp(0, 1)
-            errors.append(float(((a - b) ** 2).mean()))
-        result[name] = float(10 * np.log10(1.0 / max(np.mean(errors), 1e-20)))
+            inputs.append(torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1)))[None])
+        result[name] = fidelity_psnr([ref_backend(x) for x in inputs], [backend(x) for x in inputs])
     return result
 
 

@@ -24,4 +24,4 @@ def test_bench_export_script_writes_paired_ratios(tmp_path, shared) -> None:
         for name, row in rows.items():
             assert len(row["runs_ms"]) == 2 and all(ms > 0 for ms in row["runs_ms"])
             assert 0 <= row["rounds_faster_than_reference"] <= 2
-            assert f"{name}" in run.stdout
+            assert name in run.stdout

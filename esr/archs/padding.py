@@ -21,8 +21,14 @@ def pad_to_fit(x: torch.Tensor, multiple: int = 1, min_size: int = 1) -> tuple[t
     pad_w = target_w - w + (-target_w) % multiple
     if pad_h == 0 and pad_w == 0:
         return x, 0, 0
-    mode = "reflect" if pad_h < h and pad_w < w else "replicate"
-    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode), pad_h, pad_w
+    return pad_bottom_right(x, pad_h, pad_w), pad_h, pad_w
+
+
+def pad_bottom_right(x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
+    """Add ``pad_h`` rows and ``pad_w`` columns to ``x`` (N, C, H, W) at the bottom/right: reflect
+    padding, or replicate where a side is too small to reflect (pad >= size)."""
+    mode = "reflect" if pad_h < x.shape[-2] and pad_w < x.shape[-1] else "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
 
 
 def crop_to(y: torch.Tensor, height: int, width: int) -> torch.Tensor:

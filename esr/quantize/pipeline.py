@@ -8,13 +8,14 @@ import numpy as np
 import onnx
 
 from esr.errors import EsrError
+from esr.metrics import fidelity_psnr
 from esr.quantize import GRANULARITIES, METHODS, WEIGHT_TYPES
 from esr.quantize.calibrate import collect_stats, load_crops
 from esr.quantize.graph import analyse
 from esr.quantize.grids import UniformGrid, activation_grid, weight_grid
 from esr.quantize.qdq import Grid, build_qdq
 from esr.quantize.ranges import RANGE_METHODS, twin_search, weight_absmax
-from esr.quantize.sensitivity import choose_fallback, output_psnr, run_model, unit_sensitivity
+from esr.quantize.sensitivity import choose_fallback, run_model, unit_sensitivity
 from esr.quantize.sublayer import group_absmax, reorder_channels
 
 
@@ -128,7 +129,7 @@ def quantize_onnx(model: onnx.ModelProto, calib_dir: str, config: QuantConfig,
         kept |= auto
     enabled = {u.name for u in info.units} - kept
     quantised = build(enabled)
-    fidelity = output_psnr(reference, run_model(quantised, sens_crops))
+    fidelity = fidelity_psnr(reference, run_model(quantised, sens_crops))
     units = []
     for unit in info.units:
         entry = {"name": unit.name, "op": unit.op, "int8": unit.name in enabled,

@@ -6,14 +6,8 @@ from typing import Callable
 import numpy as np
 import onnx
 
+from esr.metrics import fidelity_psnr
 from esr.quantize.calibrate import session
-
-
-def output_psnr(reference: list[np.ndarray], outputs: list[np.ndarray]) -> float:
-    """PSNR (dB, peak 1) of ``outputs`` against ``reference``, both clipped to [0, 1]; inf when equal."""
-    errors = [np.mean((np.clip(a, 0, 1) - np.clip(b, 0, 1)) ** 2) for a, b in zip(reference, outputs)]
-    mse = float(np.mean(errors))
-    return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
 
 
 def run_model(model: onnx.ModelProto, crops: list[np.ndarray]) -> list[np.ndarray]:
@@ -27,7 +21,7 @@ def unit_sensitivity(build: Callable[[set[str]], onnx.ModelProto], names: list[s
     """Output PSNR vs fp32 with only one unit quantised, for every unit in ``names``."""
     from tqdm import tqdm
 
-    return {name: output_psnr(reference, run_model(build({name}), crops))
+    return {name: fidelity_psnr(reference, run_model(build({name}), crops))
             for name in tqdm(names, desc="sensitivity", disable=not progress, leave=False)}
 
 
@@ -46,17 +40,17 @@ def choose_fallback(build: Callable[[set[str]], onnx.ModelProto], sensitivity: d
     kept = {n for n in ranked if layer_budget_db is not None and sensitivity[n] < layer_budget_db}
     kept = set(sorted(kept, key=sensitivity.get)[:max_kept])
     trace: list[dict] = []
-    tried: list[tuple[float, set[str]]] = []
+    tried: list[set[str]] = []  # the kept set of each trace entry
     while True:
-        psnr = output_psnr(reference, run_model(build(set(sensitivity) - kept), crops))
+        psnr = fidelity_psnr(reference, run_model(build(set(sensitivity) - kept), crops))
         trace.append({"kept": len(kept), "output_psnr_db": psnr})
-        tried.append((psnr, set(kept)))
+        tried.append(set(kept))
         if progress:
             print(f"fallback: {len(kept)} unit(s) in fp32 -> output PSNR vs fp32 {psnr:.2f} dB")
         if target_db is not None and psnr >= target_db:
             return kept, trace
         candidates = [n for n in ranked if n not in kept]
         if target_db is None or not candidates or len(kept) >= max_kept:
-            _, best_kept = max(tried, key=lambda entry: entry[0])
-            return best_kept, trace
+            best = max(range(len(trace)), key=lambda index: trace[index]["output_psnr_db"])
+            return tried[best], trace
         kept.add(candidates[0])

@@ -65,7 +65,7 @@ class ESRModel(SRModel):
 
     def feed_data(self, data: dict[str, Any]) -> None:
         super().feed_data(data)
-        if self.is_train and hasattr(self, "memory_format"):
+        if self.is_train:  # init_training_settings set the memory format
             self.lq = self.lq.contiguous(memory_format=self.memory_format)
             if hasattr(self, "gt"):
                 self.gt = self.gt.contiguous(memory_format=self.memory_format)
