@@ -1,0 +1,85 @@
+"""OpenVINO runtime: parity with onnxruntime fp32 on Set5 LR, the shape policy, and one-line refusals."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'esr[openvino]')")
+
+from esr.errors import EXIT_USAGE, EsrError  # noqa: E402
+from esr.export.pipeline import ort_session, slim_export  # noqa: E402
+from esr.export.onnx_export import save_atomic  # noqa: E402
+from esr.openvino_runtime import COMPILED, OpenVINORunner, check_support  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+
+
+@pytest.fixture(scope="module")
+def deploy_graph(tmp_path_factory):
+    """RLFN-S x4 (embedded official weights), default deploy recipe, dynamic H/W."""
+    from esr import plugins
+    from esr.loading import load_model
+
+    model = load_model("rlfn_s_x4")
+    deployed = plugins.apply(model, plugins.resolve_recipe(model, "default"))
+    return save_atomic(slim_export(deployed, 64, 64, True, 17), tmp_path_factory.mktemp("ov") / "rlfn_s_x4.onnx")
+
+
+@pytest.fixture(scope="module")
+def set5_lr(shared) -> list[np.ndarray]:
+    files = sorted((shared / "datasets" / "Set5" / "LR_bicubic" / "X4").glob("*.png"))
+    assert len(files) == 5
+    return [np.ascontiguousarray(cv2.imread(str(p))[..., ::-1].transpose(2, 0, 1)[None], dtype=np.float32) / 255
+            for p in files]
+
+
+def test_fp32_matches_onnxruntime_on_set5(deploy_graph, set5_lr):
+    session = ort_session(deploy_graph, threads=1)
+    runner = OpenVINORunner(deploy_graph, "cpu", "fp32", threads=1)
+    for x in set5_lr:
+        expected = session.run(None, {"input": x})[0]
+        actual = runner(x)
+        assert actual.shape == expected.shape == (1, 3, x.shape[2] * 4, x.shape[3] * 4)
+        assert float(np.abs(actual - expected).max()) <= 1e-4  # measured about 3e-6
+
+
+def test_shape_seen_twice_gets_a_static_compilation(deploy_graph):
+    COMPILED.clear()
+    runner = OpenVINORunner(deploy_graph, "cpu", "fp32", threads=1)
+    x = np.random.default_rng(0).random((1, 3, 24, 40), dtype=np.float32)
+    first = runner(x)
+    assert [key[-1] for key in COMPILED.models] == [None]  # the dynamic compilation
+    second = runner(x)
+    assert [key[-1] for key in COMPILED.models] == [None, (1, 3, 24, 40)]
+    assert float(np.abs(first - second).max()) <= 1e-5
+    runner(x)
+    assert len(COMPILED.models) == 2  # reused, not compiled again
+
+
+def test_refusals_are_one_line(monkeypatch, deploy_graph, tmp_path):
+    import esr.openvino_runtime as ovr
+
+    class FakeCore:
+        available_devices = ["CPU"]
+
+        def get_property(self, device, name):
+            assert name == "OPTIMIZATION_CAPABILITIES"
+            return ["FP32", "INT8"]  # an AVX2 CPU: no BF16, no FP16
+
+    monkeypatch.setattr(ovr, "ov_core", lambda: FakeCore())
+    for device, precision, words in [("cpu", "bf16", "bf16 on CPU needs AMX-BF16 or AVX512-BF16"),
+                                     ("cpu", "fp16", "fp16 on CPU needs AVX512-FP16"),
+                                     ("gpu", "fp32", "no GPU device (OpenVINO sees: CPU)"),
+                                     ("cuda", "fp32", "not an OpenVINO device")]:
+        with pytest.raises(EsrError) as err:
+            check_support(device, precision)
+        assert words in str(err.value) and "\n" not in str(err.value) and err.value.exit_code == EXIT_USAGE
+    assert check_support("cpu", "int8") == "CPU"
+    monkeypatch.undo()
+    with pytest.raises(EsrError, match="no such file"):
+        OpenVINORunner(tmp_path / "missing.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a graph")
+    with pytest.raises(EsrError, match="OpenVINO cannot read"):
+        OpenVINORunner(bad)
