@@ -216,6 +216,6 @@ def test_roofline_plot_stacks_identical_layers_and_keeps_classes_apart():
     hw = get_profile("h100")
     spots = stacked([row for row in predict(layers, hw, "fp16")])
     assert sorted(count for *_, count, _ in spots) == [1, 33]
-    styles = [style_of(i) for i in range(40)]
-    assert len(set(styles)) == 40
+    styles = [style_of(i) for i in range(96)]
+    assert len(set(styles)) == 96
     assert "UNCALIBRATED" in profile_kind(hw) and not hw.calibrated

@@ -30,7 +30,8 @@ def profile_kind(hw: HardwareProfile) -> str:
 
 def style_of(index: int) -> tuple[str, str]:
     """(colour, marker) of the ``index``-th op class: 8 colours x 12 markers, all pairs distinct."""
-    return OKABE_ITO[index % len(OKABE_ITO)], MARKERS[(index + index // len(OKABE_ITO)) % len(MARKERS)]
+    colour, round_ = index % len(OKABE_ITO), index // len(OKABE_ITO)
+    return OKABE_ITO[colour], MARKERS[(colour + round_) % len(MARKERS)]
 
 
 def stacked(group: list[LayerPrediction]) -> list[tuple[float, float, int, float]]:
