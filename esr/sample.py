@@ -1,6 +1,6 @@
 """The real-image sample shipped with esr (``esr/data/sample_lr.png``, CC0: see ``esr/data/LICENSE-sample.txt``).
 
-A 128x128 RGB crop of a photograph (fur, whiskers, eyes, a blurred background) at the
+A 128x128 RGB crop of a photograph (a cup, saucer and spoon with highlights, on wood grain) at the
 sharpness of a low-resolution SR input. ``--backend auto`` checks every candidate's output
 against fp32 on it; commands that need one real image without a dataset can use it too.
 """
