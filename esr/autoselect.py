@@ -47,6 +47,12 @@ from esr.metrics import fidelity_psnr
 
 DEFAULT_MIN_FIDELITY_DB = 52.5
 """Output PSNR vs fp32 (dB, on the sample image) a candidate needs (derivation in the module docstring)."""
+INT8_AGREEMENT_DB = 40.0
+"""Floor when the reference itself runs an INT8 graph (an ``esr quantize`` model): candidates are then
+other runtimes of the same graph, and two correct INT8 runtimes round differently. Measured on the
+sample image (RLFN x4 / RLFN-S x4, all-INT8 and mixed graphs): OpenVINO vs onnxruntime agreed to
+42.7-50.5 dB with Set5 Y-PSNR within 0.02 dB of each other; a wrong execution (OpenVINO's
+dynamic-shape INT8) agreed to 34.8 dB and lost 2.4 dB on Set5."""
 EXACT_DB = 999.0
 """Fidelity stored for an output equal to the reference's (JSON has no infinity)."""
 CACHE_FORMAT = 1
@@ -71,6 +77,11 @@ class Candidate:
 
 REFERENCE = Candidate("onnxruntime", "fp32")
 """What every candidate is scored and timed against."""
+
+
+def default_floor(reference: Candidate) -> float:
+    """The fidelity floor against ``reference``: :data:`INT8_AGREEMENT_DB` for an INT8 graph, else the fp32 one."""
+    return INT8_AGREEMENT_DB if reference.precision == "int8" else DEFAULT_MIN_FIDELITY_DB
 
 
 @dataclass
@@ -104,6 +115,7 @@ class Decision:
     min_fidelity_db: float
     trials: list[Trial]
     cached: bool = False
+    measure_s: float | None = None
 
     @property
     def speedup(self) -> float | None:
@@ -114,7 +126,7 @@ class Decision:
         """``auto: openvino bf16, 4.5x over onnxruntime fp32, 56.1 dB vs fp32``."""
         speed = f"{self.speedup:.1f}x over {REFERENCE.label}" if self.speedup else f"{self.median_ms:.0f} ms a tile"
         fidelity = "exact" if self.fidelity_db >= EXACT_DB else f"{self.fidelity_db:.1f} dB vs fp32"
-        origin = " (cached)" if self.cached else ""
+        origin = " (cached)" if self.cached else f" (measured in {self.measure_s:.1f} s)" if self.measure_s else ""
         return f"auto: {self.chosen.label}, {speed}, {fidelity}{origin}"
 
     def table(self) -> list[str]:
@@ -233,10 +245,12 @@ def auto_select(key: dict, run_measurements: Callable[[], list[Trial]], min_fide
     """The decision for ``key``: from the cache when it holds this key's measurements, else measured and cached."""
     path = cache_path(key, cache_root)
     trials = load_trials(path, key)
-    cached = trials is not None
+    cached, seconds = trials is not None, None
     if trials is None:
+        start = time.perf_counter()
         trials = run_measurements()
+        seconds = time.perf_counter() - start
         save_trials(path, key, trials)
     decision = choose(trials, min_fidelity_db, reference)
-    decision.cached = cached
+    decision.cached, decision.measure_s = cached, seconds
     return decision

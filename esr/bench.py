@@ -13,6 +13,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -99,6 +100,16 @@ def machine_info() -> dict:
                      "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
                      "cuda": torch.version.cuda if gpu else None},
     }
+
+
+def save_result(record: dict, folder: str | os.PathLike, stem: str) -> Path:
+    """Write ``record`` as ``FOLDER/STEM_YYYYmmdd-HHMMSS.json`` (temp file + rename); the path written."""
+    import json
+
+    from esr.fileio import write_bytes_atomically
+
+    path = Path(folder) / f"{stem}_{time.strftime('%Y%m%d-%H%M%S')}.json"
+    return write_bytes_atomically(path, json.dumps(record, indent=1, default=str).encode())
 
 
 def copy_timing(shape: tuple[int, ...], scale: int, runs: int, warmup: int) -> Timing:

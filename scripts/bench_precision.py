@@ -27,7 +27,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -217,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="results/bench_precision", help="output folder for the JSON")
     args = parser.parse_args(argv)
 
-    from esr.bench import machine_info
+    from esr.bench import machine_info, save_result
     from esr.capabilities import cpu_summary
     from esr.openvino_runtime import openvino_version
     from esr.paths import shared_dir
@@ -249,10 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             {"backend": r.backend, "precision": r.precision, "graph": r.graph, "error": r.error, **r.result}
             for r in rows]}
     record["load_avg_after"] = machine_info()["load_avg"]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"bench_precision_{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(record, indent=1))
+    path = save_result(record, args.out, "bench_precision")
     print(f"{machine['cpu']} ({', '.join(u for v in machine['cpu_units'].values() for u in v)}), "
           f"{machine['cores']} cores; load {machine['load_avg']} -> {record['load_avg_after']}; saved {path}")
     return 0

@@ -12,8 +12,8 @@ Usage: python scripts/bench_train_amp.py [--iters 6] [--batch 16] [--lr-size 32]
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -21,25 +21,17 @@ import torch
 
 
 def build(amp: bool, seed: int = 0):
+    """An ESRModel training RLFN-S x4 with ``train.amp`` set to ``amp`` (the options of scripts/gpu_check.py)."""
     from esr.train.bridge import register_all
 
     register_all()
     from esr.train.model import ESRModel
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from gpu_check import rlfn_s_train_options
+
     torch.manual_seed(seed)
-    opt = {
-        "name": "bench_amp", "model_type": "ESRModel", "scale": 4, "num_gpu": 0, "is_train": True, "dist": False,
-        "rank": 0, "world_size": 1,
-        "network_g": {"type": "RLFN", "feature_channels": 48, "mid_channels": 48, "num_blocks": 6,
-                      "esa_channels": 16, "upscale": 4},
-        "path": {"pretrain_network_g": None, "strict_load_g": True, "resume_state": None},
-        "train": {"ema_decay": 0, "grad_clip": 0, "amp": amp, "channels_last": True,
-                  "optim_g": {"type": "Adam", "lr": 5e-4, "betas": [0.9, 0.999]},
-                  "scheduler": {"type": "MultiStepLR", "milestones": [100000], "gamma": 0.5},
-                  "total_iter": 100, "warmup_iter": -1, "pixel_opt": {"type": "L1Loss", "loss_weight": 1.0}},
-        "val": None, "logger": {"print_freq": 100, "save_checkpoint_freq": 100, "use_tb_logger": False},
-    }
-    return ESRModel(opt)
+    return ESRModel(rlfn_s_train_options(amp, iters=100, num_gpu=0))
 
 
 def main() -> None:
@@ -53,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from esr.bench import machine_info
+    from esr.bench import machine_info, save_result
     from esr.capabilities import cpu_summary
     from esr.train.model import amp_dtype
 
@@ -80,10 +72,7 @@ def main() -> None:
     for name, value in medians.items():
         print(f"{name:<10}{value:10.1f} ms/step")
     print(f"amp (bf16 autocast) vs fp32: {record['speedup_amp']:.2f}x; load {record['machine']['load_avg']}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"train_amp_{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(record, indent=1))
+    path = save_result(record, args.out, "bench_train_amp")
     print(f"saved {path}")
 
 

@@ -15,11 +15,9 @@ Usage: python scripts/fidelity_floor.py [--budget-db 0.02] [--out results/fideli
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -40,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_precision import deploy_graph_file, int8_graphs
 
-    from esr.bench import machine_info
+    from esr.bench import machine_info, save_result
     from esr.export.pipeline import ort_session
     from esr.loading import load_model
     from esr.metrics import fidelity_psnr, mod_crop, psnr_ssim_y
@@ -99,10 +97,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{p['set5_delta_db']:>+12.4f}")
     print(f"fp32 Set5 Y-PSNR {base:.3f} dB; lowest sample fidelity with a drop beyond {args.budget_db} dB: "
           f"{max(failing) if failing else 'none'}; floor {floor} dB")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"fidelity_floor_{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(record, indent=1))
+    path = save_result(record, args.out, "fidelity_floor")
     print(f"saved {path}")
     return 0
 

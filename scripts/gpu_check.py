@@ -261,6 +261,20 @@ def runner_backend(runner, scale: int):
     return runner
 
 
+def rlfn_s_train_options(amp: bool, iters: int, num_gpu: int) -> dict:
+    """BasicSR options of an ESRModel training RLFN-S x4 (48 channels, 6 blocks) with L1 and Adam, no validation."""
+    return {"name": "bench_train", "model_type": "ESRModel", "scale": 4, "num_gpu": num_gpu, "is_train": True,
+            "dist": False, "rank": 0, "world_size": 1,
+            "network_g": {"type": "RLFN", "feature_channels": 48, "mid_channels": 48, "num_blocks": 6,
+                          "esa_channels": 16, "upscale": 4},
+            "path": {"pretrain_network_g": None, "strict_load_g": True, "resume_state": None},
+            "train": {"ema_decay": 0, "grad_clip": 0, "amp": amp, "channels_last": True,
+                      "optim_g": {"type": "Adam", "lr": 5e-4, "betas": [0.9, 0.999]},
+                      "scheduler": {"type": "MultiStepLR", "milestones": [100000], "gamma": 0.5},
+                      "total_iter": iters, "warmup_iter": -1, "pixel_opt": {"type": "L1Loss", "loss_weight": 1.0}},
+            "val": None, "logger": {"print_freq": 1000, "save_checkpoint_freq": 1000, "use_tb_logger": False}}
+
+
 def training_section(cfg: Config) -> dict:
     try:
         from esr.train.bridge import register_all
@@ -273,17 +287,7 @@ def training_section(cfg: Config) -> dict:
     dtype, note = amp_dtype(torch.device(cfg.device))
     steps = {}
     for amp, iters in zip((True, False), cfg.train_iters):
-        opt = {"name": "gpu_check", "model_type": "ESRModel", "scale": 4, "num_gpu": 0 if cfg.dry_run else 1,
-               "is_train": True, "dist": False, "rank": 0, "world_size": 1,
-               "network_g": {"type": "RLFN", "feature_channels": 48, "mid_channels": 48, "num_blocks": 6,
-                             "esa_channels": 16, "upscale": 4},
-               "path": {"pretrain_network_g": None, "strict_load_g": True, "resume_state": None},
-               "train": {"ema_decay": 0, "grad_clip": 0, "amp": amp, "channels_last": True,
-                         "optim_g": {"type": "Adam", "lr": 5e-4, "betas": [0.9, 0.999]},
-                         "scheduler": {"type": "MultiStepLR", "milestones": [100000], "gamma": 0.5},
-                         "total_iter": iters, "warmup_iter": -1,
-                         "pixel_opt": {"type": "L1Loss", "loss_weight": 1.0}},
-               "val": None, "logger": {"print_freq": 1000, "save_checkpoint_freq": 1000, "use_tb_logger": False}}
+        opt = rlfn_s_train_options(amp, iters, num_gpu=0 if cfg.dry_run else 1)
         model = ESRModel(opt)
         lq = torch.rand(cfg.train_batch, 3, cfg.train_lr, cfg.train_lr)
         gt = torch.rand(cfg.train_batch, 3, cfg.train_lr * 4, cfg.train_lr * 4)
@@ -313,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if cfg.dry_run:
         torch.set_num_threads(1)
-    from esr.bench import machine_info
+    from esr.bench import machine_info, save_result
 
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     results: dict[str, Any] = {"dry_run": cfg.dry_run, "machine": machine_info(), "model": cfg.model}
@@ -325,10 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         section("analyze", results, lambda: analyze_section(cfg, results))
         section("upscale", results, lambda: upscale_section(cfg))
         section("training", results, lambda: training_section(cfg))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"gpu_check_{'dry_' if cfg.dry_run else ''}{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(results, indent=1, default=str))
+    path = save_result(results, args.out, "gpu_check_dry" if cfg.dry_run else "gpu_check")
     print(f"saved {path}")
     return 0
 

@@ -95,6 +95,7 @@ def test_cache_reuses_then_invalidates_on_version_change(tmp_path):
     second = auto_select(key, run_measurements, cache_root=tmp_path)
     assert (first.chosen, second.chosen, len(measured)) == (OV_BF16, OV_BF16, 1)
     assert not first.cached and second.cached and second.line().endswith("(cached)")
+    assert first.measure_s is not None and "(measured in " in first.line()
     stricter = auto_select(key, run_measurements, min_fidelity_db=60.0, cache_root=tmp_path)
     assert stricter.chosen == REFERENCE and len(measured) == 1  # re-chosen from the cached measurements
     upgraded = {**key, "versions": {**key["versions"], "openvino": "2026.5.0"}}
@@ -107,3 +108,15 @@ def test_cache_reuses_then_invalidates_on_version_change(tmp_path):
     path.write_text(json.dumps(data))
     auto_select(key, run_measurements, cache_root=tmp_path)
     assert len(measured) == 3
+
+
+def test_int8_graph_reference_uses_the_agreement_floor():
+    """On an esr quantize graph the candidates are runtimes of that graph: a looser floor, still above a wrong run."""
+    from esr.autoselect import DEFAULT_MIN_FIDELITY_DB, INT8_AGREEMENT_DB, default_floor
+
+    assert default_floor(REFERENCE) == DEFAULT_MIN_FIDELITY_DB
+    assert default_floor(ORT_INT8) == INT8_AGREEMENT_DB < DEFAULT_MIN_FIDELITY_DB
+    table = [Trial(ORT_INT8, 700, EXACT_DB), Trial(Candidate("openvino", "int8"), 300, 49.1)]
+    assert choose(table, default_floor(ORT_INT8), reference=ORT_INT8).chosen == Candidate("openvino", "int8")
+    wrong = [Trial(ORT_INT8, 700, EXACT_DB), Trial(Candidate("openvino", "int8"), 300, 34.8)]
+    assert choose(wrong, default_floor(ORT_INT8), reference=ORT_INT8).chosen == ORT_INT8
