@@ -5,6 +5,8 @@ model; at most ``jobs + 1`` decoded images wait for the model and at most ``jobs
 results wait to be written, so memory stays bounded. A bad input prints one
 ``error: PATH: reason`` line and the batch goes on; existing outputs are skipped unless
 ``overwrite``; Ctrl-C lets writes in flight finish (each is atomic) and stops.
+Videos and animations (see :mod:`esr.media_kinds`) are upscaled after the images, one
+file at a time, each by its kind's runner with its own frame pipeline.
 """
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from esr.errors import EXIT_FAILED, EXIT_OK, EsrError
-from esr.image_io import READ_SUFFIXES, output_suffix, read_image, write_image
+from esr.image_io import read_image, write_image
+from esr.media_kinds import IMAGE, KINDS, collected_suffixes, kind_of
+from esr.video.options import VideoOptions
 
 if TYPE_CHECKING:
     from esr.upscaler import Upscaler
@@ -45,12 +49,14 @@ class BatchOptions:
     overwrite: bool = False
     jobs: int = 2
     quiet: bool = False
+    video: VideoOptions = field(default_factory=VideoOptions)
 
 
 @dataclass(frozen=True)
 class Task:
     src: Path
     dest: Path
+    kind: str = IMAGE.name
 
 
 @dataclass
@@ -64,9 +70,10 @@ class Plan:
 
 def _folder_images(folder: Path, recursive: bool, outdir: Path) -> list[Path]:
     found = folder.rglob("*") if recursive else folder.iterdir()
+    suffixes = collected_suffixes()
     return sorted(
         p for p in found
-        if p.is_file() and p.suffix.lower() in READ_SUFFIXES and not p.name.startswith(".")
+        if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith(".")
         and outdir not in p.resolve().parents
     )
 
@@ -102,7 +109,8 @@ def plan_batch(options: BatchOptions) -> Plan:
     plan = Plan(errors=errors)
     claimed: dict[Path, Path] = {}
     for src, rel in found:
-        dest = outdir / rel / f"{src.stem}{options.suffix}{output_suffix(options.ext, src)}"
+        kind = kind_of(src)
+        dest = outdir / rel / f"{src.stem}{options.suffix}{kind.output_suffix(src, options)}"
         if dest in claimed:
             if claimed[dest] != src.resolve():
                 plan.errors.append(f"{src}: output {dest} is already produced from {claimed[dest]} (use --suffix)")
@@ -111,9 +119,9 @@ def plan_batch(options: BatchOptions) -> Plan:
         if dest == src.resolve():
             plan.errors.append(f"{src}: output would replace the input (use another -o or a --suffix)")
         elif dest.exists() and not options.overwrite:
-            plan.skipped.append(Task(src, dest))
+            plan.skipped.append(Task(src, dest, kind.name))
         else:
-            plan.todo.append(Task(src, dest))
+            plan.todo.append(Task(src, dest, kind.name))
     return plan
 
 
@@ -229,6 +237,19 @@ def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, c
         bar.close()
 
 
+def run_whole_files(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, counts: Counts,
+                    say: Callable[[str], None]) -> None:
+    """Upscale videos and animations one file at a time with their kind's runner (see :mod:`esr.media_kinds`)."""
+    runners = {kind.name: kind for kind in KINDS if kind.runner}
+    for task in tasks:
+        try:
+            runners[task.kind].load_runner()(task, upscaler, options, say)
+            counts.done += 1
+        except Exception as err:  # one file's failure must not stop the batch
+            counts.failed += 1
+            say(f"error: {err}" if isinstance(err, EsrError) else f"error: {task.src}: {_reason(err)}")
+
+
 def run_batch(options: BatchOptions, log: Callable[[str], None] | None = None) -> int:
     """Run ``esr upscale``: returns the exit code (0 all done, 1 some failed); prints errors and the summary.
 
@@ -249,7 +270,8 @@ def run_batch(options: BatchOptions, log: Callable[[str], None] | None = None) -
         for line in plan.errors:
             say(f"error: {line}")
         try:
-            run_pipeline(plan.todo, upscaler, options, counts, say)
+            run_pipeline([t for t in plan.todo if t.kind == IMAGE.name], upscaler, options, counts, say)
+            run_whole_files([t for t in plan.todo if t.kind != IMAGE.name], upscaler, options, counts, say)
         finally:
             print(f"{counts.done} upscaled, {len(plan.skipped)} skipped, {counts.failed} failed", flush=True)
     return EXIT_FAILED if counts.failed else EXIT_OK

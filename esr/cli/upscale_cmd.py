@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "upscale images (files, folders or globs) into OUTDIR, skipping outputs that already exist"
+HELP = "upscale images, videos and animations (files, folders or globs) into OUTDIR, skipping outputs that exist"
 
 EPILOG = """\
 tiling: --tile N cuts each image into ceil(side/N) overlapping tiles per axis, each with
@@ -16,6 +16,14 @@ on out-of-memory the tile is halved and the image retried.
 images: 8- and 16-bit kept (16-bit out where the format stores it: png, tif), gray stays
 gray, alpha is upscaled separately and kept (dropped for jpg), palette/CMYK become RGB,
 EXIF orientation is applied. Outputs are written to a temp file in OUTDIR and renamed.
+
+videos (mp4, mkv, mov, webm, avi, ...): decoded with the FFmpeg bundled in PyAV, every frame
+upscaled, encoded with --video-codec into the same container; timestamps (variable frame
+rate), rotation and colour tags kept; audio, subtitle and data streams copied unchanged.
+Frames are encoded in segments of --segment-seconds kept in OUTDIR/.NAME.esr-segments/:
+rerunning the same command after an interrupt or a kill continues from the last finished
+segment. Animated GIF/WebP/APNG keep every frame, durations and loop; multi-page TIFF
+keeps every page. Videos and animations keep their format whatever --ext says.
 
 exit status: 0 all done (existing outputs skipped), 1 some inputs failed, 2 usage error,
 130 interrupted. The last line is "N upscaled, M skipped, K failed".
@@ -45,6 +53,44 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=2,
                         help="decode/encode worker threads overlapping the model (0: one step after another)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or warnings (errors and summary stay)")
+    add_video_arguments(parser)
+
+
+def add_video_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``video`` argument group (read by :func:`video_options`)."""
+    from esr.video.options import CONTAINERS, DEFAULT_SEGMENT_SECONDS, ENCODERS
+
+    group = parser.add_argument_group("video", "how video inputs are encoded (see docs/video.md)")
+    group.add_argument("--video-codec", choices=list(ENCODERS), default=None,
+                       help="encoder (default: libx264; libvpx-vp9 for webm); missing ones are named at start")
+    group.add_argument("--crf", type=int, default=None,
+                       help="constant-quality level (default: x264 18, x265 20, svtav1 30, vp9 31; lower = better)")
+    group.add_argument("--preset", default=None, help="encoder speed preset (x264/x265: ultrafast..veryslow, "
+                                                       "svtav1: 0-13, vp9: cpu-used 0-8); default: the encoder's")
+    group.add_argument("--pix-fmt", default=None,
+                       help="pixel format (default: the source's if the encoder takes it; RGB for ffv1)")
+    group.add_argument("--video-container", choices=sorted(CONTAINERS), default=None,
+                       help="output container (default: the input's; Matroska for ts, mpg, flv, wmv, ...)")
+    group.add_argument("--segment-seconds", type=float, default=DEFAULT_SEGMENT_SECONDS,
+                       help=f"resume granularity: frames are encoded in segments of about this length "
+                            f"(default {DEFAULT_SEGMENT_SECONDS:g})")
+
+
+def video_options(args: argparse.Namespace):
+    """:class:`esr.video.options.VideoOptions` from the ``video`` group; EsrError for values out of range."""
+    from esr.errors import EsrError
+    from esr.video.options import VideoOptions
+
+    if args.segment_seconds <= 0:
+        raise EsrError("--segment-seconds must be > 0")
+    if args.crf is not None and args.crf < 0:
+        raise EsrError("--crf must be >= 0")
+    if args.video_codec is not None:
+        from esr.video.codecs import check_encoder
+
+        check_encoder(args.video_codec)
+    return VideoOptions(codec=args.video_codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
+                        container=args.video_container, segment_seconds=args.segment_seconds)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,6 +107,6 @@ def run(args: argparse.Namespace) -> int:
         inputs=list(args.inputs), outdir=args.output, model=args.model, backend=args.backend, device=args.device,
         fp16=args.fp16, tile=args.tile, tile_pad=args.tile_pad, outscale=args.outscale, ext=args.ext,
         quality=args.quality, suffix=args.suffix, recursive=args.recursive, overwrite=args.overwrite,
-        jobs=args.jobs, quiet=args.quiet,
+        jobs=args.jobs, quiet=args.quiet, video=video_options(args),
     )
     return run_batch(options)
