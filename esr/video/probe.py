@@ -92,12 +92,11 @@ def main_video_stream(container: av.container.InputContainer, path: Path) -> av.
     """The first video stream that is not cover art; EsrError if there is none or it has no decoder."""
     streams = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
     if not streams:
-        kinds = sorted({s.type for s in container.streams}) or ["no"]
-        raise bad_video(path, f"no video stream ({', '.join(kinds)} streams only)")
+        kinds = sorted({s.type for s in container.streams})
+        raise bad_video(path, f"no video stream ({', '.join(kinds)} only)" if kinds else "no streams (empty file)")
     stream = streams[0]
     if stream.codec_context is None:
-        raise bad_video(path, f"unsupported video codec {stream.codec.name if stream.codec else '?'} "
-                              "(no decoder in the FFmpeg bundled with PyAV)")
+        raise bad_video(path, "unsupported video codec (no decoder for it in the FFmpeg bundled with PyAV)")
     return stream
 
 

@@ -12,11 +12,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+from esr.errors import EXIT_FAILED, EsrError
 from esr.fileio import replace_atomically
 from esr.video.codecs import choose_pix_fmt, encoder_for, encoder_options
 from esr.video.encode import EncodeSpec
 from esr.video.join import join_segments
-from esr.video.options import output_container
+from esr.video.options import Container, VideoOptions, output_container
 from esr.video.probe import SourceFrame, VideoSource, decode_frames, probe_video
 from esr.video.segments import SegmentStore, SegmentWriter, source_fingerprint
 from esr.video.stages import in_background
@@ -72,22 +73,31 @@ def encode_remaining(source: VideoSource, upscaler: Upscaler, spec: EncodeSpec, 
         raise
 
 
+def encode_spec(source: VideoSource, container: Container, video: VideoOptions, src: Path) -> EncodeSpec:
+    """How ``source`` is encoded into ``container`` with the ``--video-*`` settings; EsrError naming ``src``."""
+    try:
+        encoder = encoder_for(container, video.codec)
+        return EncodeSpec(encoder, encoder_options(encoder, video.crf, video.preset),
+                          choose_pix_fmt(encoder, video.pix_fmt, source.pix_fmt),
+                          source.time_base, source.rate, source.colour, source.sample_aspect_ratio)
+    except EsrError as err:
+        raise EsrError(f"{src}: {err}", exit_code=EXIT_FAILED) from None
+
+
 def upscale_video(task: Task, upscaler: Upscaler, options: BatchOptions, say: Callable[[str], None]) -> None:
     """Upscale video ``task.src`` into ``task.dest`` (see the module docstring); EsrError on bad input."""
     from tqdm import tqdm
 
-    video = options.video
     source = probe_video(task.src)
-    container = output_container(task.src, video)
-    encoder = encoder_for(container, video.codec)
-    spec = EncodeSpec(encoder, encoder_options(encoder, video.crf, video.preset),
-                      choose_pix_fmt(encoder, video.pix_fmt, source.pix_fmt),
-                      source.time_base, source.rate, source.colour, source.sample_aspect_ratio)
+    container = output_container(task.src, options.video)
+    spec = encode_spec(source, container, options.video, task.src)
     store = SegmentStore.open(task.dest, run_identity(source, options, spec), options.overwrite)
     if not store.complete:
         with tqdm(total=source.frames or None, initial=store.next_frame, unit="frame", desc=task.src.name,
                   disable=options.quiet, dynamic_ncols=True, leave=False) as bar:
-            encode_remaining(source, upscaler, spec, store, video.segment_seconds, options.jobs, bar.update)
+            encode_remaining(source, upscaler, spec, store, options.video.segment_seconds, options.jobs, bar.update)
+    if task.dest.exists() and not options.overwrite:  # appeared while this run encoded
+        raise EsrError(f"{task.dest}: exists (use --overwrite to replace it)", exit_code=EXIT_FAILED)
     replace_atomically(task.dest, lambda tmp: join_segments(store.files, source, container, tmp,
                                                             lambda line: say(f"warning: {line}")))
     store.remove()

@@ -97,8 +97,9 @@ class SegmentStore:
             found = Manifest({})
         if found is not None and found.identity != identity and found.segments:
             if not overwrite:
-                what = "source" if found.identity.get("source") != identity["source"] else "settings"
-                raise EsrError(f"{dest}: {folder.name} holds unfinished segments made with another {what} "
+                what = "from another source" if found.identity.get("source") != identity["source"] else \
+                    "with other settings"
+                raise EsrError(f"{dest}: {folder.name} holds unfinished segments made {what} "
                                "(rerun with the same settings, or --overwrite to start over)", exit_code=EXIT_FAILED)
         elif found is not None:
             for segment in found.segments:
