@@ -25,7 +25,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -193,7 +193,7 @@ def encode_pages(pages: list[Image]) -> bytes:
     return data.tobytes()
 
 
-def upscale_animated(task: Task, upscaler: Upscaler, options: BatchOptions, say: Callable[[str], None]) -> None:
+def upscale_animated(task: Task, upscaler: Upscaler, options: BatchOptions) -> None:
     """Upscale the animation or multi-page TIFF ``task.src`` into ``task.dest`` (same format, written atomically)."""
     from tqdm import tqdm
 

@@ -22,8 +22,9 @@ if TYPE_CHECKING:
     from esr.upscale_batch import BatchOptions, Task
     from esr.upscaler import Upscaler
 
-FileRunner = Callable[["Task", "Upscaler", "BatchOptions", Callable[[str], None]], None]
-"""Upscales one whole file ``(task, upscaler, options, say)``; raises (EsrError: one line) on failure."""
+FileRunner = Callable[["Task", "Upscaler", "BatchOptions"], None]
+"""Upscales one whole file ``(task, upscaler, options)``; raises (EsrError: one line) on failure, warns with
+:func:`warnings.warn`."""
 
 
 @dataclass(frozen=True)

@@ -243,7 +243,7 @@ def run_whole_files(tasks: list[Task], upscaler: Upscaler, options: BatchOptions
     runners = {kind.name: kind for kind in KINDS if kind.runner}
     for task in tasks:
         try:
-            runners[task.kind].load_runner()(task, upscaler, options, say)
+            runners[task.kind].load_runner()(task, upscaler, options)
             counts.done += 1
         except Exception as err:  # one file's failure must not stop the batch
             counts.failed += 1

@@ -88,7 +88,7 @@ def worker_run(src: Path, jobs: int, codec: str) -> dict:
         upscaler = build_upscaler(options)
         upscaler.upscale_array(next(decode_frames(probe_video(src))).pixels)  # warm-up
         start = time.perf_counter()
-        upscale_video(Task(src, Path(out) / src.name, "video"), upscaler, options, lambda line: None)
+        upscale_video(Task(src, Path(out) / src.name, "video"), upscaler, options)
         seconds = time.perf_counter() - start
     return {"jobs": jobs, "seconds": seconds, "peak_rss_mb": peak_rss_mb()}
 
@@ -132,7 +132,7 @@ def worker_stages(src: Path, codec: str) -> dict:
         writer.finish()
         spent["encode"] += time.perf_counter() - start
         start = time.perf_counter()
-        join_segments(store.files, source, container, str(task.dest), lambda line: None)
+        join_segments(store.files, source, container, str(task.dest))
         spent["join"] += time.perf_counter() - start
     total = sum(spent.values())
     return {"frames": count, "seconds": spent, "share": {k: v / total for k, v in spent.items()},

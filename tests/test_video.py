@@ -43,8 +43,9 @@ def picture(index: int, height: int, width: int) -> np.ndarray:
 
 def make_clip(path: Path, seconds: float = 2.0, fps: int = 25, size: tuple[int, int] = (64, 48),
               audio: str | None = "aac", vfr: bool = False, rotate: int | None = None, codec: str = "libx264",
-              pix_fmt: str = "yuv420p", subtitles: bool = False) -> Path:
-    """A clip: ``seconds`` of frames (``vfr``: gaps of 1, 2, 3 frame periods), optional audio and subtitles."""
+              pix_fmt: str = "yuv420p", subtitles: bool = False, bt709_full_range: bool = False) -> Path:
+    """A clip: ``seconds`` of frames (``vfr``: gaps of 1, 2, 3 frame periods), optional audio and subtitles,
+    untagged (BT.601 limited range) or tagged and converted as BT.709 full range."""
     width, height = size
     with av.open(str(path), "w") as out:
         video = out.add_stream(codec, rate=fps)
@@ -53,6 +54,10 @@ def make_clip(path: Path, seconds: float = 2.0, fps: int = 25, size: tuple[int, 
         video.time_base = video.codec_context.time_base = tick
         if rotate is not None:
             video.set_display_rotation(rotate)
+        if bt709_full_range:
+            context = video.codec_context
+            context.colorspace = context.color_primaries = context.color_trc = 1
+            context.color_range = 2
         sound = out.add_stream(audio, rate=48000) if audio else None
         subs = None
         if subtitles:
@@ -62,6 +67,8 @@ def make_clip(path: Path, seconds: float = 2.0, fps: int = 25, size: tuple[int, 
         pts, index = 0, 0
         while pts < seconds * fps * 4:
             frame = av.VideoFrame.from_ndarray(picture(index, height, width), format="rgb24")
+            if bt709_full_range:
+                frame = frame.reformat(format=pix_fmt, dst_colorspace="itu709", dst_color_range="JPEG")
             frame.pts, frame.time_base = pts, tick
             out.mux(video.encode(frame))
             pts += 4 * (1 + index % 3 if vfr else 1)
@@ -113,7 +120,7 @@ def hidden_files(folder: Path) -> list[Path]:
 @pytest.mark.parametrize("name,options", [
     ("cfr.mp4", {}),
     ("vfr.mkv", {"audio": "libopus", "vfr": True, "subtitles": True}),
-    ("rotated.mov", {"rotate": 90}),
+    ("rotated.mov", {"rotate": 90, "bt709_full_range": True}),
 ])
 def test_clip_keeps_timing_audio_and_metadata(tmp_path, one_thread, name, options):
     src = make_clip(tmp_path / name, **options)
@@ -130,7 +137,10 @@ def test_clip_keeps_timing_audio_and_metadata(tmp_path, one_thread, name, option
         assert abs(a.duration - b.duration) <= tick * av.time_base
         first_in, first_out = next(a.decode(video=0)), next(b.decode(video=0))
         assert first_out.rotation == first_in.rotation == options.get("rotate", 0)
-        assert first_out.colorspace == first_in.colorspace and first_out.color_range == first_in.color_range
+        tags = ("colorspace", "color_range", "color_primaries", "color_trc")
+        assert [getattr(first_out, t) for t in tags] == [getattr(first_in, t) for t in tags]
+        if options.get("bt709_full_range"):
+            assert [getattr(first_in, t) for t in tags] == [1, 2, 1, 1]
     if options.get("vfr"):
         gaps = {round(float(b - a) * 1000) for (a, _), (b, _) in zip(result, result[1:])}
         assert gaps == {40, 80, 120}
@@ -141,6 +151,7 @@ def test_clip_keeps_timing_audio_and_metadata(tmp_path, one_thread, name, option
     small = [np.asarray(PILImage.fromarray(r).resize((64, 48), PILImage.Resampling.BOX), float) for _, r in result]
     errors = [[np.abs(s - f).mean() for s in small] for _, f in source]
     assert [int(np.argmin(row)) for row in errors] == list(range(len(source)))
+    assert max(row[i] for i, row in enumerate(errors)) < 5  # colours kept (matrix and range applied both ways)
     assert not hidden_files(tmp_path / "out")
     code, stdout, _ = upscale(str(src), "-o", str(tmp_path / "out"))
     assert code == 0 and stdout.splitlines()[-1] == "0 upscaled, 1 skipped, 0 failed"

@@ -12,9 +12,10 @@ container cannot hold is left out with a warning.
 from __future__ import annotations
 
 import heapq
+import warnings
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import av
 
@@ -86,9 +87,11 @@ def _copied_packets(source: av.container.InputContainer,
         yield key, 1, packet
 
 
-def join_segments(paths: list[Path], source: VideoSource, container: Container, target: str,
-                  warn: Callable[[str], None]) -> None:
-    """Write the joined output to ``target`` (a temp path: the format is given by ``container``)."""
+def join_segments(paths: list[Path], source: VideoSource, container: Container, target: str) -> None:
+    """Write the joined output to ``target`` (a temp path: the format is given by ``container``).
+
+    A stream the container cannot hold is left out with a :func:`warnings.warn` naming it.
+    """
     time_base = source.time_base
     pts = _segment_timing(paths, time_base)
     dts = decode_timestamps(pts)
@@ -112,7 +115,7 @@ def join_segments(paths: list[Path], source: VideoSource, container: Container, 
                 copy.disposition = stream.disposition
                 mapping[stream.index] = copy
             except (ValueError, av.error.FFmpegError) as err:
-                warn(f"{source.path}: stream #{stream.index} ({stream.type}) not copied: {err}")
+                warnings.warn(f"{source.path}: stream #{stream.index} ({stream.type}) not copied: {err}", stacklevel=2)
         if src.chapters():
             out.set_chapters(src.chapters())
         for _, _, packet in heapq.merge(_video_packets(paths, video, time_base, pts, dts),

@@ -84,7 +84,7 @@ def encode_spec(source: VideoSource, container: Container, video: VideoOptions, 
         raise EsrError(f"{src}: {err}", exit_code=EXIT_FAILED) from None
 
 
-def upscale_video(task: Task, upscaler: Upscaler, options: BatchOptions, say: Callable[[str], None]) -> None:
+def upscale_video(task: Task, upscaler: Upscaler, options: BatchOptions) -> None:
     """Upscale video ``task.src`` into ``task.dest`` (see the module docstring); EsrError on bad input."""
     from tqdm import tqdm
 
@@ -98,6 +98,5 @@ def upscale_video(task: Task, upscaler: Upscaler, options: BatchOptions, say: Ca
             encode_remaining(source, upscaler, spec, store, options.video.segment_seconds, options.jobs, bar.update)
     if task.dest.exists() and not options.overwrite:  # appeared while this run encoded
         raise EsrError(f"{task.dest}: exists (use --overwrite to replace it)", exit_code=EXIT_FAILED)
-    replace_atomically(task.dest, lambda tmp: join_segments(store.files, source, container, tmp,
-                                                            lambda line: say(f"warning: {line}")))
+    replace_atomically(task.dest, lambda tmp: join_segments(store.files, source, container, tmp))
     store.remove()
