@@ -10,7 +10,10 @@ the embedded RLFN-S x4 on the CPU:
   and the median of the paired ratios pipeline / sequential;
 - ``stages``: one sequential pass with the same building blocks (decode_frames ->
   Upscaler.upscale_array -> SegmentWriter -> join_segments) timing each stage: the share
-  of decode / model / encode / join in the total.
+  of decode / model / encode / join in the total; then the model alone on one frame,
+  ``--repeats`` times in the main thread and in a worker thread, alternating (``--jobs 0``
+  runs the model in the main thread, the pipeline in a worker thread: if these differ,
+  part of the pipeline/sequential ratio is the thread the model runs in, not overlap).
 
 Writes ``results/bench_video/<seconds>s_<WxH>.json`` and prints it. The README figure
 (peak RSS of a 1-minute 640x360 clip at x4) is ``--seconds 60 --size 640x360``.
@@ -93,7 +96,26 @@ def worker_run(src: Path, jobs: int, codec: str) -> dict:
     return {"jobs": jobs, "seconds": seconds, "peak_rss_mb": peak_rss_mb()}
 
 
-def worker_stages(src: Path, codec: str) -> dict:
+def model_thread_check(upscaler, pixels, repeats: int) -> dict:
+    """Seconds for one ``upscale_array(pixels)`` in the main thread and in a worker thread, alternating."""
+    import threading
+
+    def timed() -> float:
+        start = time.perf_counter()
+        upscaler.upscale_array(pixels)
+        return time.perf_counter() - start
+
+    main, worker = [], []
+    for _ in range(repeats):
+        main.append(timed())
+        thread = threading.Thread(target=lambda: worker.append(timed()))
+        thread.start()
+        thread.join()
+    return {"main_thread_s": main, "worker_thread_s": worker, "main_median_s": statistics.median(main),
+            "worker_median_s": statistics.median(worker)}
+
+
+def worker_stages(src: Path, codec: str, repeats: int) -> dict:
     """One sequential pass timing decode, model, encode (segments) and join separately."""
     from esr.upscale_batch import Task, build_upscaler
     from esr.video.options import output_container
@@ -134,9 +156,10 @@ def worker_stages(src: Path, codec: str) -> dict:
         start = time.perf_counter()
         join_segments(store.files, source, container, str(task.dest))
         spent["join"] += time.perf_counter() - start
+        check = model_thread_check(upscaler, next(decode_frames(source)).pixels, repeats)
     total = sum(spent.values())
     return {"frames": count, "seconds": spent, "share": {k: v / total for k, v in spent.items()},
-            "total_s": total, "frames_per_s": count / total}
+            "total_s": total, "frames_per_s": count / total, "model_one_frame": check}
 
 
 def run_worker(*args: str) -> dict:
@@ -187,7 +210,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         kind, src, *rest = args.worker
-        result = worker_stages(Path(src), rest[0]) if kind == "stages" else worker_run(Path(src), int(kind), rest[0])
+        if kind == "stages":
+            result = worker_stages(Path(src), rest[0], int(rest[1]))
+        else:
+            result = worker_run(Path(src), int(kind), rest[0])
         print(json.dumps(result))
         return
 
@@ -212,7 +238,7 @@ def main() -> None:
         ratios = [s["seconds"] / p["seconds"] for s, p in zip(runs["sequential"], runs["pipeline"])]
         report["pipeline_speedup_paired_median"] = statistics.median(ratios)
         if not args.skip_stages:
-            report["stages"] = run_worker("stages", str(src), args.codec)
+            report["stages"] = run_worker("stages", str(src), args.codec, str(max(3, args.repeats)))
     report["load_avg_at_end"] = os.getloadavg()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

@@ -157,6 +157,23 @@ def test_clip_keeps_timing_audio_and_metadata(tmp_path, one_thread, name, option
     assert code == 0 and stdout.splitlines()[-1] == "0 upscaled, 1 skipped, 0 failed"
 
 
+def test_legacy_rotate_tag_becomes_a_display_matrix(tmp_path, one_thread):
+    src = make_clip(tmp_path / "tagged.mkv", seconds=0.2, audio=None)
+    with av.open(str(src)) as original, av.open(str(tmp_path / "in.mkv"), "w") as out:
+        stream = out.add_stream_from_template(original.streams.video[0], opaque=True)
+        stream.metadata["rotate"] = "90"  # clockwise, as FFmpeg before 5.0 wrote it
+        for packet in original.demux(original.streams.video[0]):
+            if packet.size:
+                packet.stream = stream
+                out.mux(packet)
+    with av.open(str(tmp_path / "in.mkv")) as tagged:
+        assert tagged.streams.video[0].metadata.get("ROTATE") == "90"  # Matroska tags are upper case
+    code, _, stderr = upscale(str(tmp_path / "in.mkv"), "-o", str(tmp_path / "out"), "--video-container", "mp4")
+    assert code == 0, stderr
+    with av.open(str(tmp_path / "out" / "in.mp4")) as out:
+        assert next(out.decode(video=0)).rotation == -90  # PyAV reports counter-clockwise degrees
+
+
 def test_lossless_video_frames_equal_the_image_path(tmp_path, one_thread):
     src = make_clip(tmp_path / "clip.mkv", seconds=1.0, audio=None)
     code, _, stderr = upscale(str(src), "-o", str(tmp_path / "video"), "--video-codec", "ffv1",

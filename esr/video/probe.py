@@ -12,6 +12,7 @@ with accurate rounding.
 """
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 from fractions import Fraction
@@ -100,10 +101,23 @@ def main_video_stream(container: av.container.InputContainer, path: Path) -> av.
     return stream
 
 
-def display_matrix(frame: av.VideoFrame) -> tuple[int, ...] | None:
-    """The frame's 3x3 display matrix (FFmpeg's 9 int32, rotation and flips) or None."""
+def rotation_matrix(clockwise_degrees: float) -> tuple[int, ...]:
+    """FFmpeg's display matrix (9 int32, 16.16 and 2.30 fixed point) for a clockwise display rotation."""
+    radians = math.radians(-clockwise_degrees)
+    cos, sin = round(math.cos(radians) * 65536), round(math.sin(radians) * 65536)
+    return (cos, -sin, 0, sin, cos, 0, 0, 0, 1 << 30)
+
+
+def display_matrix(frame: av.VideoFrame, stream) -> tuple[int, ...] | None:
+    """The display matrix (rotation and flips) of the frame's side data, else of a legacy ``rotate`` tag, or None."""
     side = frame.side_data.get(SideDataType.DISPLAYMATRIX)
-    return struct.unpack("<9i", bytes(side)) if side is not None else None
+    if side is not None:
+        return struct.unpack("<9i", bytes(side))
+    tag = next((value for key, value in stream.metadata.items() if key.lower() == "rotate"), None)
+    try:
+        return rotation_matrix(float(tag)) if tag is not None else None
+    except ValueError:
+        return None
 
 
 def _frames(container: av.container.InputContainer, stream, path: Path) -> Iterator[av.VideoFrame]:
@@ -127,7 +141,7 @@ def probe_video(path: str | Path) -> VideoSource:
             width=first.width, height=first.height, pix_fmt=first.format.name,
             time_base=stream.time_base, rate=rate, frames=expected_frames(container, stream, rate),
             colour=Colour(first.colorspace, first.color_range, first.color_trc, first.color_primaries),
-            display_matrix=display_matrix(first), sample_aspect_ratio=stream.sample_aspect_ratio,
+            display_matrix=display_matrix(first, stream), sample_aspect_ratio=stream.sample_aspect_ratio,
         )
 
 
