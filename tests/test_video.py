@@ -157,6 +157,17 @@ def test_clip_keeps_timing_audio_and_metadata(tmp_path, one_thread, name, option
     assert code == 0 and stdout.splitlines()[-1] == "0 upscaled, 1 skipped, 0 failed"
 
 
+def test_outscale_and_suffix_apply_to_videos(tmp_path, one_thread):
+    src = make_clip(tmp_path / "clip.mp4", seconds=0.4, size=(62, 46))
+    code, _, stderr = upscale(str(src), "-o", str(tmp_path / "out"), "--outscale", "1.5", "--suffix", "_x1.5")
+    assert code == 0, stderr
+    frames = frames_of(tmp_path / "out" / "clip_x1.5.mp4")
+    # 93x69 after --outscale; 4:2:0 needs even sizes: one repeated edge column and row
+    assert len(frames) == 10 and all(f.shape == (70, 94, 3) for _, f in frames)
+    assert all(np.array_equal(f[:, 93], f[:, 92]) or np.abs(f[:, 93].astype(int) - f[:, 92]).max() <= 8
+               for _, f in frames)
+
+
 def test_legacy_rotate_tag_becomes_a_display_matrix(tmp_path, one_thread):
     src = make_clip(tmp_path / "tagged.mkv", seconds=0.2, audio=None)
     with av.open(str(src)) as original, av.open(str(tmp_path / "in.mkv"), "w") as out:
