@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from esr.errors import EsrError
-from esr.fileio import write_bytes_atomically
+from esr.fileio import write_output_bytes
 
 READ_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 """Extensions collected when a folder is given as input."""
@@ -161,18 +161,13 @@ def encode_image(image: Image, suffix: str, quality: int = 95) -> bytes:
 
 
 def write_atomic(data: bytes, path: str | Path, overwrite: bool = False) -> Path:
-    """Write ``data`` to ``path`` via a temp file in the same folder + ``os.replace``
-    (:func:`esr.fileio.write_bytes_atomically`): ``path`` is either untouched or complete.
+    """Write ``data`` to ``path`` by :func:`esr.fileio.write_output_bytes` (temp file in the same folder,
+    then rename): ``path`` is either untouched or complete.
 
-    With ``overwrite=False`` an existing ``path`` is an EsrError; so is any OS error, named.
+    With ``overwrite=False`` an existing ``path`` is an EsrError (exit code 1: one file of a batch),
+    also when another process creates it meanwhile; so is any OS error, named.
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise EsrError(f"{path}: exists (use --overwrite to replace it)", exit_code=1)
-    try:
-        return write_bytes_atomically(path, data)
-    except OSError as err:
-        raise EsrError(f"{path}: cannot write ({err.strerror or err})", exit_code=1) from None
+    return write_output_bytes(path, data, overwrite=overwrite, exit_code=1)
 
 
 def write_image(image: Image, path: str | Path, quality: int = 95, overwrite: bool = False) -> Path:

@@ -1,21 +1,22 @@
 """The roofline figure: attainable FLOP/s against arithmetic intensity, the layers as points."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
 from esr.analyze.hardware import HardwareProfile
 from esr.analyze.roofline import LayerPrediction
+from esr.fileio import write_output
 
 
 def roofline_plot(rows: list[LayerPrediction], hw: HardwareProfile, precision: str, path: str | Path,
-                  title: str = "") -> Path:
+                  sources: Iterable[str | Path] = (), overwrite: bool = False, title: str = "") -> Path:
     """Write a PNG: the roof ``min(peak, I * bandwidth)`` and one point per layer with FLOPs > 0 at
     (intensity, FLOPs / predicted time), coloured by op class, sized by its share of the total.
     Data-movement layers (0 FLOPs) have no place on a FLOP/s axis; their count and share are in the legend.
+    The file is written by :func:`esr.fileio.write_output` (``sources``, ``overwrite``: its policy).
     """
     import matplotlib
 
@@ -51,13 +52,7 @@ def roofline_plot(rows: list[LayerPrediction], hw: HardwareProfile, precision: s
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        return write_output(path, lambda tmp: fig.savefig(tmp, format="png"), sources, overwrite)
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
-    return path
