@@ -37,6 +37,7 @@ from esr.errors import EsrError
 from esr.loading import read_checkpoint, save_checkpoint
 from esr.registry import ARCH_REGISTRY
 from esr.train.options import stage_options
+from esr.train.state import load_training_state
 from esr.train.transforms import WARM_START_TRANSFORMS
 
 log = logging.getLogger("basicsr.esr")
@@ -53,8 +54,9 @@ def load_latest_state(opt: dict[str, Any]) -> dict[str, Any] | None:
 
     A state is used only if both ``training_states/{iter}.state`` and
     ``models/net_g_{iter}.pth`` load (a kill during BasicSR's non-atomic save leaves a
-    truncated file; older states are tried next). The state is a pickle BasicSR wrote
-    for this run, so it is loaded with ``weights_only=False``.
+    truncated file; older states are tried next). States are loaded with ``weights_only=True``
+    (:func:`esr.train.state.load_training_state`): a state holding anything but tensors and
+    plain data is skipped with a warning, its code never runs.
     """
     from basicsr.utils import check_resume
 
@@ -64,7 +66,7 @@ def load_latest_state(opt: dict[str, Any]) -> dict[str, Any] | None:
     for current in iters:
         state_path = states_dir / f"{current}.state"
         try:
-            state = torch.load(state_path, map_location="cpu", weights_only=False)
+            state = load_training_state(state_path)
             read_checkpoint(Path(opt["path"]["models"]) / f"net_g_{current}.pth")
         except (EsrError, RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
             log.warning("skipping unreadable training state %s (%s)", state_path, err)
@@ -91,12 +93,15 @@ def run_basicsr(opt_file: Path, root: Path) -> None:
     """One BasicSR ``train_pipeline`` on ``opt_file`` (auto-resume on), experiments under ``root``."""
     import basicsr.train as bsr_train
 
+    from esr.train.bridge import weights_only_loads
+
     bsr_train.load_resume_state = load_latest_state
     reset_basicsr_logger()
     saved_argv = sys.argv
     sys.argv = ["esr train", "-opt", str(opt_file), "--auto_resume"]
     try:
-        bsr_train.train_pipeline(str(root))
+        with weights_only_loads():
+            bsr_train.train_pipeline(str(root))
     finally:
         sys.argv = saved_argv
 
