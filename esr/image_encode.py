@@ -27,6 +27,8 @@ import numpy as np
 
 from esr.errors import EsrError
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
 Encoder = Callable[[np.ndarray, "np.ndarray | None", "bytes | None", int], bytes]
 
 
@@ -67,7 +69,7 @@ def png_gray_alpha(gray: np.ndarray, alpha: np.ndarray) -> bytes:
     up = np.diff(rows, axis=0, prepend=np.zeros((1, rows.shape[1]), np.uint8))  # wraps modulo 256, as PNG wants
     raw = np.concatenate([np.full((rows.shape[0], 1), 2, np.uint8), up], axis=1).tobytes()
     header = struct.pack(">IIBBBBB", gray.shape[1], gray.shape[0], depth, 4, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(raw, 6))
+    return (PNG_SIGNATURE + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(raw, 6))
             + png_chunk(b"IEND", b""))
 
 

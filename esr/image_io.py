@@ -24,7 +24,7 @@ import numpy as np
 
 from esr.errors import EsrError
 from esr.fileio import write_output_bytes
-from esr.image_encode import encode
+from esr.image_encode import PNG_SIGNATURE, encode
 
 READ_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 """Extensions collected when a folder is given as input."""
@@ -87,30 +87,33 @@ class Header:
 _PILLOW_GUARD = threading.Lock()
 
 
-def _open_header(data: bytes) -> Header:
+def _open_header(data: bytes, path: Path, max_pixels: int) -> Header:
     from PIL import Image as PILImage
 
     with warnings.catch_warnings():  # only the header is read; esr's own pixel limit applies
         warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
         with PILImage.open(io.BytesIO(data)) as handle:
+            check_pixels(path, handle.size, max_pixels)  # before getexif, which may decode a PNG
             orientation = handle.getexif().get(EXIF_ORIENTATION, 1)
-            return Header(handle.mode, handle.size, orientation if orientation in range(1, 9) else 1,
+            gray_alpha_png = data[:8] == PNG_SIGNATURE and data[25:26] == b"\x04"  # Pillow says "RGBA" at 16 bits
+            mode = "LA" if gray_alpha_png else handle.mode
+            return Header(mode, handle.size, orientation if orientation in range(1, 9) else 1,
                           handle.info.get("icc_profile") or None)
 
 
-def _header(data: bytes, path: Path) -> Header:
-    """The :class:`Header` of ``data``; EsrError if it is not an image."""
+def _header(data: bytes, path: Path, max_pixels: int) -> Header:
+    """The :class:`Header` of ``data``; EsrError if it is not an image or is over ``max_pixels``."""
     from PIL import Image as PILImage
     from PIL import UnidentifiedImageError
 
     try:
         try:
-            return _open_header(data)
+            return _open_header(data, path, max_pixels)
         except PILImage.DecompressionBombError:  # over Pillow's limit: read the size anyway, esr's limit decides
             with _PILLOW_GUARD:
                 limit, PILImage.MAX_IMAGE_PIXELS = PILImage.MAX_IMAGE_PIXELS, None
                 try:
-                    return _open_header(data)
+                    return _open_header(data, path, max_pixels)
                 finally:
                     PILImage.MAX_IMAGE_PIXELS = limit
     except UnidentifiedImageError:
@@ -160,8 +163,7 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
         raise EsrError(f"{path}: cannot read ({err.strerror or err})", exit_code=1) from None
     if not data:
         raise EsrError(f"{path}: empty file (0 bytes)", exit_code=1)
-    header = _header(data, path)
-    check_pixels(path, header.size, max_pixels)
+    header = _header(data, path, max_pixels)
     try:
         decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as err:
