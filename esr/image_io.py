@@ -13,7 +13,6 @@ temp file in the output folder, then a rename (:mod:`esr.fileio`).
 from __future__ import annotations
 
 import io
-import os
 import threading
 import warnings
 from dataclasses import dataclass, replace
@@ -44,9 +43,6 @@ DEFAULT_MAX_PIXELS = 100_000_000
 while a x4 upscale of it already needs 4.8 GB for the 8-bit RGB output alone; Pillow's own
 guard refuses from 179 MP. It stops the small files that decode into gigabytes (a 1 MB PNG of
 20000 x 20000 is 400 MP, 1.2 GB decoded, 19 GB at x4)."""
-
-OPENCV_MAX_PIXELS = 1 << 30
-"""OpenCV's own decode limit (``OPENCV_IO_MAX_IMAGE_PIXELS``), read once when it first decodes."""
 
 
 @dataclass(frozen=True)
@@ -128,17 +124,6 @@ def check_pixels(path: Path, size: tuple[int, int], max_pixels: int) -> None:
     if max_pixels and width * height > max_pixels:
         raise EsrError(f"{path}: {width}x{height} is {width * height / 1e6:.1f} megapixels, over the limit of "
                        f"{max_pixels / 1e6:g} (raise it with --max-pixels N, 0 = no limit)", exit_code=1)
-
-
-def allow_decoding(max_pixels: int) -> None:
-    """Let OpenCV decode images up to ``max_pixels`` (0: any size) when that is above its own 2**30 default.
-
-    OpenCV reads ``OPENCV_IO_MAX_IMAGE_PIXELS`` once, at its first decode: call this before decoding.
-    """
-    wanted = max_pixels or 1 << 62
-    current = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", OPENCV_MAX_PIXELS))
-    if wanted > current:
-        os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(wanted)
 
 
 def apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:

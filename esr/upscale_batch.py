@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Callable
 from esr import claims
 from esr.errors import EXIT_FAILED, EXIT_OK, EsrError, error_line, one_line
 from esr.fileio import same_file
-from esr.image_io import DEFAULT_MAX_PIXELS, READ_SUFFIXES, allow_decoding, output_suffix, read_image, write_image
+from esr.image_io import DEFAULT_MAX_PIXELS, READ_SUFFIXES, output_suffix, read_image, write_image
 
 if TYPE_CHECKING:
     from esr.upscaler import Upscaler
@@ -332,7 +332,6 @@ def run_batch(options: BatchOptions, log: Callable[[str], None] | None = None) -
 
     plan = plan_batch(options)
     check_writable(Path(options.outdir))
-    allow_decoding(options.max_pixels)
     for folder in sorted({task.dest.parent for task in plan.todo + plan.skipped}):
         claims.remove_stale_temps(folder)
     with warnings.catch_warnings():

@@ -187,3 +187,15 @@ def test_a_profile_of_another_colour_space_is_not_written(tmp_path):
     gray_profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()  # not GRAY, not RGB
     write_image(Image(np.zeros((4, 4, 1), np.uint8), None, gray_profile), tmp_path / "g.png")
     assert "icc_profile" not in PILImage.open(tmp_path / "g.png").info
+
+
+def test_max_pixels_above_opencvs_limit_raises_it_before_opencv_loads():
+    import subprocess
+    import sys
+
+    code = ("import os, sys; from esr.cli.upscale_cmd import raise_opencv_pixel_limit as r; r({}); "
+            "print(os.environ.get('OPENCV_IO_MAX_IMAGE_PIXELS'), 'cv2' in sys.modules)")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OPENCV_IO_MAX_IMAGE_PIXELS"}
+    runs = {arg: subprocess.run([sys.executable, "-c", code.format(arg)], capture_output=True, text=True,
+                                env=env, check=True).stdout.split() for arg in ("0", "100", "2000000000")}
+    assert runs == {"0": [str(1 << 62), "False"], "100": ["None", "False"], "2000000000": ["2000000000", "False"]}

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import sys
 
 HELP = "upscale images (files, folders or globs) into OUTDIR, skipping outputs that already exist"
 
@@ -67,6 +69,18 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+OPENCV_MAX_PIXELS = 1 << 30
+"""OpenCV's own decode limit, ``OPENCV_IO_MAX_IMAGE_PIXELS``; OpenCV reads it once, when it is loaded."""
+
+
+def raise_opencv_pixel_limit(max_pixels: int) -> None:
+    """Let OpenCV decode up to ``max_pixels`` (0: any size) when that is above its default: sets
+    ``OPENCV_IO_MAX_IMAGE_PIXELS``, which only works before ``cv2`` is imported (this runs first)."""
+    wanted = max_pixels or 1 << 62
+    if "cv2" not in sys.modules and wanted > int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", OPENCV_MAX_PIXELS)):
+        os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(wanted)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -97,6 +111,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.max_pixels is not None:
+        raise_opencv_pixel_limit(args.max_pixels)
     from esr.errors import EsrError
     from esr.upscale_batch import BatchOptions, run_batch
 
