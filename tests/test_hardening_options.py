@@ -7,16 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from esr.archs import build_model
 from esr.cli import main
 from esr.errors import EsrError
 from esr.loading import save_checkpoint
-from esr.train.options import apply_override, load_document
+from esr.train.options import apply_override, load_document, stage_options
 from esr.train.runner import result_options, train_document
 from esr.train.schema import document_problems
-from esr.train.options import stage_options
 
 OPTIONS = sorted(Path(__file__).resolve().parent.parent.joinpath("options").glob("*.yml"))
 BASE = load_document(OPTIONS[0].parent / "demo_rlfn_s_x4.yml")

@@ -43,23 +43,12 @@ def test_the_plant_is_live(tmp_path: Path) -> None:
     assert marker.exists()
 
 
-def test_resume_never_runs_a_planted_state(tmp_path: Path) -> None:
-    from esr.train.bridge import register_all
+def test_resume_never_runs_a_planted_state(tmp_path: Path, resume_dirs: dict) -> None:
     from esr.train.runner import load_latest_state
 
-    register_all()
     marker = tmp_path / "ran"
-    states, models = tmp_path / "training_states", tmp_path / "models"
-    states.mkdir()
-    models.mkdir()
-    net = build_model("rlfn_s", 4)
-    for it in (4, 6):
-        torch.save({"params": net.state_dict()}, models / f"net_g_{it}.pth")
-    torch.save({"epoch": 0, "iter": 4, "optimizers": [], "schedulers": []}, states / "4.state")
-    plant(states / "6.state", marker)
-    opt = {"name": "t", "network_g": {"type": "RLFN"},
-           "path": {"training_states": str(states), "models": str(models), "resume_state": None}}
-    state = load_latest_state(opt)
+    plant(resume_dirs["states"] / "6.state", marker)
+    state = load_latest_state(resume_dirs["opt"])
     assert not marker.exists()
     assert state["iter"] == 4  # the planted newest state was skipped, the older plain one used
 
