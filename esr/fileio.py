@@ -51,6 +51,15 @@ def same_file(a: str | Path, b: str | Path) -> bool:
         return Path(a).resolve() == Path(b).resolve()
 
 
+def file_id(path: str | Path) -> tuple[int, int] | None:
+    """``(device, inode)`` of an existing file (links to it share it), or None."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
 def check_output(path: str | Path, sources: Iterable[str | Path] = (), overwrite: bool = False,
                  exit_code: int = EXIT_USAGE) -> Path:
     """Raise :class:`EsrError` if ``path`` may not be written; return it as a Path.

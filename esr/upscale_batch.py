@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Callable
 
 from esr import claims
 from esr.errors import EXIT_FAILED, EXIT_OK, EsrError, error_line, one_line
-from esr.fileio import same_file
+from esr.fileio import file_id, same_file
 from esr.image_io import DEFAULT_MAX_PIXELS, READ_SUFFIXES, output_suffix, read_image, write_image
 
 if TYPE_CHECKING:
@@ -128,16 +128,22 @@ def is_earlier_output(item: Found, dest: Path, suffix: str) -> bool:
 
 
 def plan_batch(options: BatchOptions) -> Plan:
-    """Map every input to its output path; skip existing outputs unless ``overwrite``; never replace an input."""
+    """Map every input to its output path; skip existing outputs unless ``overwrite``; never replace an input.
+
+    A scanned file that is an output of this run (the planned output of another input) is not an
+    input; with a suffix (:func:`is_earlier_output`) it is known to be esr's and may be rewritten
+    with ``overwrite``; without one it may also be the user's own file, so it stays protected.
+    """
     outdir = Path(options.outdir).resolve()
     found, errors = expand_inputs(options.inputs, options.recursive, outdir)
     plan = Plan(errors=errors)
     dests = [outdir / item.rel / f"{item.path.stem}{options.suffix}{output_suffix(options.ext, item.path)}"
              for item in found]
-    planned = {dest for dest in dests}
-    inputs = [(item, dest) for item, dest in zip(found, dests)
-              if not (item.scanned and (item.path.resolve() in planned or is_earlier_output(item, dest, options.suffix)))]
-    sources = {item.path.resolve() for item, _ in inputs}
+    planned = set(dests)
+    earlier = [is_earlier_output(item, dest, options.suffix) for item, dest in zip(found, dests)]
+    inputs = [(item, dest) for item, dest, ours in zip(found, dests, earlier)
+              if not (ours or (item.scanned and item.path.resolve() in planned))]
+    protected = {file_id(item.path) for item, ours in zip(found, earlier) if not ours}
     claimed: dict[Path, Path] = {}
     for item, dest in inputs:
         src = item.path
@@ -146,14 +152,15 @@ def plan_batch(options: BatchOptions) -> Plan:
                 plan.errors.append(f"{src}: output {dest} is already produced from {claimed[dest]} (use --suffix)")
             continue
         claimed[dest] = src.resolve()
+        written = dest.exists() and dest.stat().st_size > 0
         if dest == src.resolve():
             plan.errors.append(f"{src}: output would replace the input (use another -o or a --suffix)")
-        elif dest.exists() and any(same_file(dest, other) for other in sources):
-            plan.errors.append(f"{src}: output {dest} would replace another input (use another -o or a --suffix)")
         elif dest.is_dir():
             plan.errors.append(f"{src}: output {dest} is a folder")
-        elif dest.exists() and dest.stat().st_size > 0 and not options.overwrite:
+        elif written and not options.overwrite:
             plan.skipped.append(Task(src, dest))
+        elif dest.exists() and file_id(dest) in protected:
+            plan.errors.append(f"{src}: output {dest} would replace another input (use another -o or a --suffix)")
         else:
             plan.todo.append(Task(src, dest, replace=dest.exists()))
     return plan

@@ -174,3 +174,25 @@ def test_every_error_is_one_line_also_without_quiet(tmp_path):
     assert run.stderr.endswith("\n") and "\r" not in run.stderr  # no progress bar when stderr is not a terminal
     errors = [line for line in lines if not line.startswith("warning: ")]
     assert len(errors) == 3 and all(line.startswith("error: ") and line.count("error:") == 1 for line in errors)
+
+
+def test_without_a_suffix_an_ambiguous_file_stays_protected(tmp_path, capsys):
+    """dir/a.png and dir/a.jpg upscaled into dir as png: a.png may be the user's own, never replaced."""
+    folder = tmp_path / "mixed"
+    png, = images(folder, "a")
+    PILImage.fromarray(photo()).save(folder / "a.jpg")
+    kept = png.read_bytes()
+    code, summary, err = upscale(capsys, str(folder), "-o", str(folder), "--ext", "png")
+    assert (code, summary) == (0, "0 upscaled, 1 skipped, 0 failed")
+    code, summary, err = upscale(capsys, str(folder), "-o", str(folder), "--ext", "png", "--overwrite")
+    assert code == 1 and len(err) == 1 and "would replace another input" in err[0]
+    assert png.read_bytes() == kept
+
+
+def test_with_a_suffix_overwrite_redoes_earlier_outputs(tmp_path, capsys):
+    folder = tmp_path / "photos"
+    images(folder, "ab")
+    assert upscale(capsys, str(folder), "-o", str(folder), "--suffix", "_x4")[0] == 0
+    code, summary, err = upscale(capsys, str(folder / "*.png"), "-o", str(folder), "--suffix", "_x4", "--overwrite")
+    assert (code, summary, err) == (0, "2 upscaled, 0 skipped, 0 failed", [])
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png", "a_x4.png", "b.png", "b_x4.png"]
