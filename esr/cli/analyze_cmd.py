@@ -104,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         from esr.analyze.plot import roofline_plot
 
-        roofline_plot(rows, hw, args.precision, args.plot, sources, args.overwrite, title=f"{name} {args.shape[2]}x{args.shape[3]} on {hw.name}")
+        roofline_plot(rows, hw, args.precision, args.plot, sources, args.overwrite,
+                      title=f"{name} {args.shape[2]}x{args.shape[3]} on {hw.name}")
     if args.json:
         print(json.dumps({"model": name, "hw": hw.name, "calibrated": hw.calibrated, "precision": args.precision,
                           "shape": list(args.shape), "passes": graph.passes, "note": note, "totals": summary,
