@@ -164,7 +164,8 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
     channels = decoded.shape[2]
     alpha = decoded[..., 3] if channels == 4 and header.mode != "CMYK" else None  # OpenCV gives CMYK as BGR + 255
     if header.mode in GRAY_MODES:
-        return Image(np.ascontiguousarray(decoded[..., :1]), None if alpha is None else np.ascontiguousarray(alpha), icc)
+        gray_alpha = None if alpha is None else np.ascontiguousarray(alpha)
+        return Image(np.ascontiguousarray(decoded[..., :1]), gray_alpha, icc)
     if channels == 1:
         return Image(decoded, icc=icc)
     rgb = np.ascontiguousarray(decoded[..., 2::-1])

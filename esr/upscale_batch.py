@@ -124,7 +124,8 @@ def expand_inputs(inputs: list[str], recursive: bool, outdir: Path) -> tuple[lis
 
 def is_earlier_output(item: Found, dest: Path, suffix: str) -> bool:
     """A scanned file in its own output folder whose stem ends with the run's non-empty suffix."""
-    return item.scanned and bool(suffix) and item.path.stem.endswith(suffix) and same_file(item.path.parent, dest.parent)
+    return (item.scanned and bool(suffix) and item.path.stem.endswith(suffix)
+            and same_file(item.path.parent, dest.parent))
 
 
 def plan_batch(options: BatchOptions) -> Plan:

@@ -66,7 +66,8 @@ DATASETS: dict[str, dict[str, Keys]] = {
 
 
 def _signature_keys(fn: Callable, skip: int) -> tuple[Keys, bool]:
-    """(required, optional) keyword names of ``fn`` after its first ``skip`` parameters; and whether it takes **kwargs."""
+    """(required, optional) keyword names of ``fn`` after its first ``skip`` parameters, and whether it
+    takes ``**kwargs``."""
     params = list(inspect.signature(fn).parameters.values())[skip:]
     named = [p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     required = tuple(p.name for p in named if p.default is p.empty)

@@ -15,7 +15,7 @@ import torch
 
 
 def plain_data(obj: Any) -> Any:
-    """``obj`` with every dict subclass other than OrderedDict (Counter, defaultdict) turned into a dict, recursively."""
+    """``obj`` with every dict subclass but OrderedDict (Counter, defaultdict) made a dict, recursively."""
     if isinstance(obj, dict):
         items = {key: plain_data(value) for key, value in obj.items()}
         return OrderedDict(items) if isinstance(obj, OrderedDict) else items
