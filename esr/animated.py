@@ -33,7 +33,7 @@ from PIL import Image as PILImage
 from PIL import ImageSequence
 
 from esr.errors import EXIT_FAILED, EsrError
-from esr.image_io import Image, write_atomic
+from esr.image_io import DEFAULT_MAX_PIXELS, Image, check_pixels, write_atomic
 
 if TYPE_CHECKING:
     from esr.upscale_batch import BatchOptions, Task
@@ -82,10 +82,12 @@ def _rgba_image(frame: PILImage.Image) -> Image:
     return Image(np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(alpha) if alpha.min() < 255 else None)
 
 
-def read_animation(path: Path) -> Animation:
-    """Every frame of a GIF/WebP/APNG as the picture shown at that time; EsrError if unreadable."""
+def read_animation(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Animation:
+    """Every frame of a GIF/WebP/APNG as the picture shown at that time; EsrError if unreadable or its
+    canvas is over ``max_pixels`` (0: no limit)."""
     try:
         with PILImage.open(path) as handle:
+            check_pixels(path, handle.size, max_pixels)
             format_name = handle.format
             loop = handle.info.get("loop")
             frames, durations, disposals = [], [], []
@@ -93,6 +95,8 @@ def read_animation(path: Path) -> Animation:
                 frames.append(_rgba_image(frame))
                 durations.append(int(frame.info.get("duration", DEFAULT_DURATION_MS)))
                 disposals.append(int(getattr(frame, "disposal_method", 0) or 0))
+    except PILImage.DecompressionBombError as err:
+        raise _bad(path, str(err)) from None
     except (OSError, ValueError, SyntaxError, EOFError) as err:
         raise _bad(path, f"truncated or corrupt animation ({err})") from None
     if any(f.alpha is not None for f in frames):  # alpha on every frame once any frame has it
@@ -175,8 +179,17 @@ def _page_array(image: Image) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def read_pages(path: Path) -> list[Image]:
-    """Every page of a TIFF (OpenCV: bit depth and alpha kept); EsrError if unreadable."""
+def read_pages(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Image]:
+    """Every page of a TIFF (OpenCV: bit depth and alpha kept); EsrError if unreadable or a page is over
+    ``max_pixels`` (read from the headers first)."""
+    try:
+        with PILImage.open(path) as handle:
+            for page in ImageSequence.Iterator(handle):
+                check_pixels(path, page.size, max_pixels)
+    except PILImage.DecompressionBombError as err:
+        raise _bad(path, str(err)) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as err:
+        raise _bad(path, f"truncated or corrupt TIFF ({err})") from None
     ok, pages = cv2.imdecodemulti(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
     if not ok or not pages:
         raise _bad(path, "truncated or corrupt TIFF")
@@ -198,8 +211,8 @@ def upscale_animated(task: Task, upscaler: Upscaler, options: BatchOptions) -> N
     from tqdm import tqdm
 
     pages = task.src.suffix.lower() in (".tif", ".tiff")
-    animation = None if pages else read_animation(task.src)
-    frames = read_pages(task.src) if pages else animation.frames
+    animation = None if pages else read_animation(task.src, options.max_pixels)
+    frames = read_pages(task.src, options.max_pixels) if pages else animation.frames
     with tqdm(frames, unit="frame", desc=task.src.name, disable=options.quiet, leave=False,
               dynamic_ncols=True) as bar:
         upscaled = [upscaler.upscale_image(frame) for frame in bar]
@@ -208,4 +221,4 @@ def upscale_animated(task: Task, upscaler: Upscaler, options: BatchOptions) -> N
     else:
         animation.frames = upscaled
         data = encode_animation(animation, options.quality)
-    write_atomic(data, task.dest, options.overwrite)
+    write_atomic(data, task.dest, options.overwrite or task.replace)

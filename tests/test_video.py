@@ -254,7 +254,9 @@ def test_sigkill_mid_video_then_rerun_gives_every_frame_once(tmp_path, one_threa
     assert packets_of(out / "long.mkv", "audio") == packets_of(src, "audio")
 
 
-def test_ctrl_c_leaves_no_partial_output(tmp_path):
+@pytest.mark.parametrize("signum,code,line", [(signal.SIGINT, 130, "error: interrupted"),
+                                               (signal.SIGTERM, 143, "error: terminated")])
+def test_ctrl_c_and_sigterm_leave_no_partial_output(tmp_path, signum, code, line):
     src = make_clip(tmp_path / "clip.mp4", seconds=6.0)
     out = tmp_path / "out"
     manifest = segments_folder(out / "clip.mp4") / "manifest.json"
@@ -268,15 +270,15 @@ def test_ctrl_c_leaves_no_partial_output(tmp_path):
         except (OSError, ValueError):
             pass
         time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
-    assert stderr.strip().splitlines()[-1] == "error: interrupted"
+    assert proc.returncode == code, stderr
+    assert stderr.strip().splitlines()[-1] == line
     assert stdout.strip().splitlines()[-1] == "0 upscaled, 0 skipped, 0 failed"
     assert not (out / "clip.mp4").exists()
     folder = segments_folder(out / "clip.mp4")
     assert not [p for p in folder.iterdir() if p.name.endswith(".part")]  # the segment in progress is dropped
-    assert [p.name for p in out.iterdir()] == [folder.name]
+    assert [p.name for p in out.iterdir()] == [folder.name]  # no output, temp file or claim left
 
 
 def test_bad_videos_fail_one_line_each_and_the_batch_goes_on(tmp_path, one_thread):

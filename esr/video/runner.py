@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from esr.errors import EXIT_FAILED, EsrError
-from esr.fileio import replace_atomically
+from esr.fileio import check_output, write_output
+from esr.image_io import check_pixels
 from esr.video.codecs import choose_pix_fmt, encoder_for, encoder_options
 from esr.video.encode import EncodeSpec
 from esr.video.join import join_segments
@@ -88,7 +89,10 @@ def upscale_video(task: Task, upscaler: Upscaler, options: BatchOptions) -> None
     """Upscale video ``task.src`` into ``task.dest`` (see the module docstring); EsrError on bad input."""
     from tqdm import tqdm
 
+    overwrite = options.overwrite or task.replace
+    check_output(task.dest, [task.src], overwrite, EXIT_FAILED)  # before any work
     source = probe_video(task.src)
+    check_pixels(task.src, (source.width, source.height), options.max_pixels)
     container = output_container(task.src, options.video)
     spec = encode_spec(source, container, options.video, task.src)
     store = SegmentStore.open(task.dest, run_identity(source, options, spec), options.overwrite)
@@ -96,7 +100,6 @@ def upscale_video(task: Task, upscaler: Upscaler, options: BatchOptions) -> None
         with tqdm(total=source.frames or None, initial=store.next_frame, unit="frame", desc=task.src.name,
                   disable=options.quiet, dynamic_ncols=True, leave=False) as bar:
             encode_remaining(source, upscaler, spec, store, options.video.segment_seconds, options.jobs, bar.update)
-    if task.dest.exists() and not options.overwrite:  # appeared while this run encoded
-        raise EsrError(f"{task.dest}: exists (use --overwrite to replace it)", exit_code=EXIT_FAILED)
-    replace_atomically(task.dest, lambda tmp: join_segments(store.files, source, container, tmp))
+    write_output(task.dest, lambda tmp: join_segments(store.files, source, container, tmp), [task.src], overwrite,
+                 EXIT_FAILED)
     store.remove()
