@@ -213,7 +213,7 @@ def upscale_animated(task: Task, upscaler: Upscaler, options: BatchOptions) -> N
     pages = task.src.suffix.lower() in (".tif", ".tiff")
     animation = None if pages else read_animation(task.src, options.max_pixels)
     frames = read_pages(task.src, options.max_pixels) if pages else animation.frames
-    with tqdm(frames, unit="frame", desc=task.src.name, disable=options.quiet, leave=False,
+    with tqdm(frames, unit="frame", desc=task.src.name, disable=True if options.quiet else None, leave=False,
               dynamic_ncols=True) as bar:
         upscaled = [upscaler.upscale_image(frame) for frame in bar]
     if animation is None:

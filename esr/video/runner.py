@@ -86,7 +86,10 @@ def encode_spec(source: VideoSource, container: Container, video: VideoOptions, 
 
 
 def upscale_video(task: Task, upscaler: Upscaler, options: BatchOptions) -> None:
-    """Upscale video ``task.src`` into ``task.dest`` (see the module docstring); EsrError on bad input."""
+    """Upscale video ``task.src`` into ``task.dest`` (see the module docstring); EsrError on bad input.
+
+    The progress bar (frames, frames/s, ETA) shows only on a terminal, as the image bar does.
+    """
     from tqdm import tqdm
 
     overwrite = options.overwrite or task.replace
@@ -98,7 +101,7 @@ def upscale_video(task: Task, upscaler: Upscaler, options: BatchOptions) -> None
     store = SegmentStore.open(task.dest, run_identity(source, options, spec), options.overwrite)
     if not store.complete:
         with tqdm(total=source.frames or None, initial=store.next_frame, unit="frame", desc=task.src.name,
-                  disable=options.quiet, dynamic_ncols=True, leave=False) as bar:
+                  disable=True if options.quiet else None, dynamic_ncols=True, leave=False) as bar:
             encode_remaining(source, upscaler, spec, store, options.video.segment_seconds, options.jobs, bar.update)
     write_output(task.dest, lambda tmp: join_segments(store.files, source, container, tmp), [task.src], overwrite,
                  EXIT_FAILED)
