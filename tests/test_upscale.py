@@ -15,6 +15,7 @@ from PIL import Image as PILImage
 
 from esr.cli import main
 from esr.cli.upscale_cmd import EPILOG
+from esr.descriptor import ModelDescriptor
 from esr.upscaler import BYTES_PER_INPUT_PIXEL, DEFAULT_MEMORY_BUDGET, Upscaler, axis_spans, axis_weights
 
 RNG = np.random.default_rng(3)
@@ -23,10 +24,12 @@ RNG = np.random.default_rng(3)
 class NearestBackend:
     """x2 nearest-neighbour upsampling: every output pixel depends on one input pixel only."""
 
-    name, scale, device, fp16 = "nearest", 2, "cpu", False
+    name, device, precision = "nearest", "cpu", "fp32"
 
-    def __init__(self, max_hw: tuple[int, int] | None = None, oom_above: int | None = None) -> None:
+    def __init__(self, max_hw: tuple[int, int] | None = None, oom_above: int | None = None,
+                 tiling: str = "supported") -> None:
         self.max_hw, self.oom_above, self.calls = max_hw, oom_above, []
+        self.descriptor = ModelDescriptor(name="nearest", arch="nearest", scale=2, tiling=tiling)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         self.calls.append(tuple(x.shape[-2:]))

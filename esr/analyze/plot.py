@@ -1,14 +1,13 @@
 """The roofline figure: attainable FLOP/s against arithmetic intensity, the layers as points."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from esr.analyze.hardware import HardwareProfile
 from esr.analyze.roofline import LayerPrediction
+from esr.fileio import replace_atomically
 
 
 def roofline_plot(rows: list[LayerPrediction], hw: HardwareProfile, precision: str, path: str | Path,
@@ -51,13 +50,7 @@ def roofline_plot(rows: list[LayerPrediction], hw: HardwareProfile, precision: s
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        return replace_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
-    return path

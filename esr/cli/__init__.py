@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from esr.errors import EXIT_USAGE, EsrError
 
@@ -41,8 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings reach users as one ``warning: ...`` line (no source location)."""
+    print(f"warning: {message}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run ``esr`` with ``argv`` (None: the command line, where warnings print as one line each)."""
     args = build_parser().parse_args(argv)
+    if argv is None:
+        warnings.showwarning = show_warning
     try:
         return int(args.run(args))
     except EsrError as err:

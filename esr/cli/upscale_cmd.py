@@ -23,16 +23,21 @@ exit status: 0 all done (existing outputs skipped), 1 some inputs failed, 2 usag
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from esr.backends import backend_names, backends_help
+
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (created if missing)")
     parser.add_argument("--model", default=None,
                         help="zoo name, .pth checkpoint, .onnx file or TensorRT engine (default: the embedded model)")
-    parser.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], default=None,
-                        help="inference backend (default: onnxruntime for .onnx, tensorrt for engines, else torch)")
+    parser.add_argument("--backend", choices=backend_names(), default=None,
+                        help=f"inference backend (default: the first that runs --model as is: onnxruntime for "
+                             f".onnx, tensorrt for engines, else torch). {backends_help()}")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--fp16", action="store_true", help="half precision on CUDA (tiles with NaN/Inf rerun in fp32)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads for torch and onnxruntime (default 0: each library's own default)")
     parser.add_argument("--tile", type=int, default=0, help="tile side in input pixels; 0 = automatic (see below)")
     parser.add_argument("--tile-pad", type=int, default=16, help="context pixels around each tile (default 16)")
     parser.add_argument("--outscale", type=float, default=None,
@@ -51,16 +56,16 @@ def run(args: argparse.Namespace) -> int:
     from esr.errors import EsrError
     from esr.upscale_batch import BatchOptions, run_batch
 
-    if args.tile < 0 or args.tile_pad < 0 or args.jobs < 0:
-        raise EsrError("--tile, --tile-pad and --jobs must be >= 0")
+    if args.tile < 0 or args.tile_pad < 0 or args.jobs < 0 or args.threads < 0:
+        raise EsrError("--tile, --tile-pad, --jobs and --threads must be >= 0")
     if args.outscale is not None and args.outscale <= 0:
         raise EsrError("--outscale must be > 0")
     if not 1 <= args.quality <= 100:
         raise EsrError("--quality must be between 1 and 100")
     options = BatchOptions(
         inputs=list(args.inputs), outdir=args.output, model=args.model, backend=args.backend, device=args.device,
-        fp16=args.fp16, tile=args.tile, tile_pad=args.tile_pad, outscale=args.outscale, ext=args.ext,
-        quality=args.quality, suffix=args.suffix, recursive=args.recursive, overwrite=args.overwrite,
+        fp16=args.fp16, threads=args.threads, tile=args.tile, tile_pad=args.tile_pad, outscale=args.outscale,
+        ext=args.ext, quality=args.quality, suffix=args.suffix, recursive=args.recursive, overwrite=args.overwrite,
         jobs=args.jobs, quiet=args.quiet,
     )
     return run_batch(options)
