@@ -80,6 +80,7 @@ def trace_onnx(model: nn.Module, path: str | Path, height: int, width: int, dyna
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", UserWarning)  # the legacy exporter's constant-folding notes
+        warnings.simplefilter("ignore", DeprecationWarning)  # dynamo=False is chosen: PadCrop needs the tracer
         torch.onnx.export(
             module, (sample,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
             dynamic_axes=axes if dynamic else None, opset_version=opset, dynamo=False,

@@ -91,6 +91,16 @@ def test_auto_tile_rule_follows_the_memory_budget():
     assert f"- 2*pad = {Upscaler(NearestBackend()).tile_for(4000, 3000)} px (pad 16)" in EPILOG.replace("\n", " ")
 
 
+@pytest.mark.parametrize("tiling", ["internal", "discouraged"])
+def test_descriptor_tiling_is_honoured(tiling):
+    """A model that tiles itself (or should not be tiled) runs in one pass unless a size limit forces tiles."""
+    with pytest.warns(UserWarning, match=f"tiling is {tiling}"):
+        upscaler = Upscaler(NearestBackend(tiling=tiling), tile=16, tile_pad=4, memory_budget=1024)
+    assert upscaler.tile_for(100, 90) == 0  # neither --tile nor the memory budget cuts it
+    limited = Upscaler(NearestBackend(max_hw=(40, 40), tiling=tiling), tile=0, tile_pad=4)
+    assert limited.tile_for(100, 90) == 32  # a static shape still does
+
+
 # ----- esr upscale end to end (embedded default model, tiny images) -----
 
 def photo(h: int = 16, w: int = 20) -> np.ndarray:

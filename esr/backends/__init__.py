@@ -148,8 +148,8 @@ def create_backend(name: str, model: "ModelSpec", device: str = "cpu", precision
 
     loaded = model if isinstance(model, LoadedModel) else open_model(model)
     if loaded.kind not in spec.kinds:
-        raise EsrError(f"{loaded.label}: the {name} backend runs {' or '.join(spec.kinds)} models, not a "
-                       f"{loaded.kind} file (use --backend {default_backend_for(loaded)})")
+        raise EsrError(f"{loaded.label}: the {name} backend runs {' or '.join(spec.kinds)} models, not "
+                       f"{loaded.kind} files (use --backend {default_backend_for(loaded)})")
     module_name, class_name = spec.factory.split(":")
     backend_class: Any = getattr(importlib.import_module(module_name), class_name)
     return backend_class(loaded, device, precision, threads)
