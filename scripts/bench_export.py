@@ -45,7 +45,7 @@ from esr.archs.presets import build_model
 from esr.backends import create_backend
 from esr.backends.sessions import ort_session
 from esr.export.graph import build_deploy_graph
-from esr.fileio import write_bytes_atomically
+from esr.fileio import replace_atomically, write_bytes_atomically
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -74,6 +74,11 @@ def onnx_runner(model: torch.nn.Module, recipe: list[str], size: int, threads: i
     path = graph.save(folder / f"{type(model).__name__}-{'-'.join(recipe) or 'plain'}.onnx")
     session = ort_session(path, threads=threads)
     return lambda x: session.run(None, {"input": x})[0]
+
+
+def save_state_dict(model: torch.nn.Module, path: Path) -> Path:
+    """A plain state dict file, as official releases ship them."""
+    return replace_atomically(path, lambda tmp: torch.save(model.state_dict(), tmp))
 
 
 def bench_runner(checkpoint: str | Path, threads: int) -> Callable:
@@ -157,7 +162,7 @@ def main() -> None:
         os.environ["ESR_CACHE_DIR"] = str(folder / "cache")  # the backend's graph cache, fresh for this run
         reference_ditn = randomised(SpandrelDITN(upscale=4), seed=0)
         ditn_pth = folder / "ditn_real_x4.pth"
-        torch.save(reference_ditn.state_dict(), ditn_pth)  # the official DITN-Real release's layout
+        save_state_dict(reference_ditn, ditn_pth)  # the official DITN-Real release's layout
         ditn = load_model(ditn_pth)
         try:
             rlfn, rlfn_weights = load_model("rlfn_x4"), "official rlfn_x4"
@@ -165,7 +170,7 @@ def main() -> None:
         except Exception as err:  # no weights offline: timing does not depend on the values
             rlfn, rlfn_weights = randomised(build_model("rlfn", 4), seed=1), f"random ({err})"
             rlfn_spec = folder / "rlfn_x4_random.pth"
-            torch.save(rlfn.state_dict(), rlfn_spec)
+            save_state_dict(rlfn, rlfn_spec)
         backends: dict[str, Callable] = {}
         if "ditn_real" in groups:
             backends.update({

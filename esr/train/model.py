@@ -27,6 +27,7 @@ from basicsr.models.sr_model import SRModel  # noqa: E402
 from basicsr.utils import get_root_logger  # noqa: E402
 
 from esr.evaluate import evaluate  # noqa: E402
+from esr.fileio import write_bytes_atomically  # noqa: E402
 from esr.loading import read_checkpoint, save_checkpoint  # noqa: E402
 from esr.train.losses import ContrastiveLoss  # noqa: E402
 
@@ -117,7 +118,7 @@ class ESRModel(SRModel):
         if psnr > best["psnr_y"]:
             save_checkpoint(self.get_bare_model(net), models_dir / "net_g_best.pth")
             best = {"iter": current_iter, "psnr_y": psnr, "ssim_y": ssim, "dataset": name}
-            best_file.write_text(json.dumps(best))
+            write_bytes_atomically(best_file, json.dumps(best).encode())
         get_root_logger().info(
             f"Validation {name} x{dataset.scale} (esr eval metrics), iter {current_iter}: "
             f"Y-PSNR {psnr:.4f} dB, Y-SSIM {ssim:.4f}; best {best['psnr_y']:.4f} dB @ iter {best['iter']}")

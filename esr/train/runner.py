@@ -34,6 +34,7 @@ import torch.nn as nn
 import yaml
 
 from esr.errors import EsrError
+from esr.fileio import write_bytes_atomically
 from esr.loading import read_checkpoint, save_checkpoint
 from esr.registry import ARCH_REGISTRY
 from esr.train.options import stage_options
@@ -123,7 +124,7 @@ def collect_curve(run_dir: Path, stages: list[tuple[str, dict[str, Any]]], root:
         for it in sorted(records):
             curve.append({"stage": stage, "total_iter": offset + it, **records[it]})
         offset += int(opt["train"]["total_iter"])
-    (run_dir / "curve.json").write_text(json.dumps(curve, indent=1))
+    write_bytes_atomically(run_dir / "curve.json", json.dumps(curve, indent=1).encode())
     return curve
 
 
@@ -148,7 +149,7 @@ def train_document(doc: dict[str, Any], root: Path | None = None) -> Path:
             opt["path"] = {**opt.get("path", {}), "pretrain_network_g": str(warm_start_file(previous, transforms.get(stage), run_dir, stage, opt)),
                            "param_key_g": "params", "strict_load_g": True}
         opt_file = run_dir / "stages" / f"{index}_{stage}.yml"
-        opt_file.write_text(yaml.safe_dump(opt, sort_keys=False))
+        write_bytes_atomically(opt_file, yaml.safe_dump(opt, sort_keys=False).encode())
         log.info("stage %s (%d/%d): %s", stage, index + 1, len(stages), opt_file)
         run_basicsr(opt_file, root)
         export_stage(opt, root, done)
