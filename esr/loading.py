@@ -47,9 +47,11 @@ ModelKind = Literal["module", "onnx", "engine"]
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model ready for a backend: its descriptor and either an eval-mode module or a file.
+    """A model ready for a backend: its descriptor and either a torch module or a file.
 
-    ``kind`` is ``module`` (``module`` set, on the CPU), ``onnx`` or ``engine`` (``path`` set).
+    ``kind`` is ``module`` (``module`` set: eval mode and on the CPU when a loader made it; a module
+    passed in is used as given, backends and the graph builder work on eval-mode copies), ``onnx``
+    or ``engine`` (``path`` set).
     """
 
     descriptor: ModelDescriptor
@@ -64,7 +66,7 @@ class LoadedModel:
         if not isinstance(descriptor, ModelDescriptor):
             raise EsrError(f"{type(module).__name__}: a torch module without an esr descriptor "
                            "(build it with esr.build_model or load it with esr.load_model)")
-        return cls(descriptor, "module", module=module.eval())
+        return cls(descriptor, "module", module=module)
 
     @property
     def label(self) -> str:
@@ -280,8 +282,8 @@ def load_checkpoint_file(text: str, scale: int | None, allow_untrained: bool) ->
                            f"known: {', '.join(ARCH_REGISTRY)}")
     if scale is not None and model.descriptor.scale != scale:
         raise EsrError(f"{path}: checkpoint is x{model.descriptor.scale}, but x{scale} was asked for")
-    model.descriptor = model.descriptor.replace(name=path.stem, source=str(path), source_sha256=sha256_of(path),
-                                                trained=True)
+    model.descriptor = model.descriptor.replace(name=path.stem, source=f"checkpoint {path.name}",
+                                                source_sha256=sha256_of(path), trained=True)
     return LoadedModel(model.descriptor, "module", module=model.eval())
 
 
@@ -348,7 +350,8 @@ def probe_onnx(graph, label: str) -> ModelDescriptor:
                        "is not an upscaled image")
     descriptor = ModelDescriptor(
         name=Path(label).stem, arch="unknown", scale=int(scale), in_channels=channels, out_channels=int(out.shape[1]),
-        pads_inside=False, source=label, trained=True, precision=graph_precision(graph),
+        pads_inside=False, source=f"ONNX file {Path(label).name} (no esr metadata)", trained=True,
+        precision=graph_precision(graph),
     )
     warnings.warn(f"{label}: no esr metadata (not written by esr); probed it once: x{descriptor.scale}, "
                   f"{descriptor.in_channels} -> {descriptor.out_channels} channels, size limits unknown", stacklevel=2)
@@ -409,8 +412,8 @@ def probe_engine(path: Path) -> ModelDescriptor:
     height, width = runner.profile_min_hw
     scale = int(runner(torch.zeros(1, 3, height, width, device="cuda")).shape[-1] // width)
     warnings.warn(f"{path}: no sidecar {engine_sidecar(path).name}; probed it once: x{scale}", stacklevel=2)
-    return ModelDescriptor(name=path.stem, arch="unknown", scale=scale, pads_inside=False, source=str(path),
-                           trained=True)
+    return ModelDescriptor(name=path.stem, arch="unknown", scale=scale, pads_inside=False,
+                           source=f"TensorRT engine {path.name} (no sidecar)", trained=True)
 
 
 def _is_checkpoint(text: str) -> bool:
