@@ -11,6 +11,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import onnx
 import torch
@@ -19,7 +20,7 @@ import torch.nn as nn
 from esr.descriptor import ModelDescriptor, write_metadata
 from esr.errors import EsrError
 from esr.export.onnx_export import MIN_DYNAMIC_SIZE, finalize_onnx, trace_onnx
-from esr.fileio import replace_atomically
+from esr.fileio import write_output
 from esr.loading import LoadedModel, open_model
 from esr.plugins import PassReport, apply_measured, resolve_recipe
 
@@ -48,9 +49,10 @@ class DeployGraph:
     def recipe(self) -> list[str]:
         return list(self.descriptor.recipe)
 
-    def save(self, path: str | Path) -> Path:
-        """Write the graph to ``path`` through :mod:`esr.fileio` (temp file + rename)."""
-        return replace_atomically(path, lambda tmp: onnx.save(self.model, tmp))
+    def save(self, path: str | Path, sources: Iterable[str | Path] = (), overwrite: bool = True) -> Path:
+        """Write the graph to ``path`` by :func:`esr.fileio.write_output` (its policy: never one of
+        ``sources``, an existing file only with ``overwrite``; temp file + rename)."""
+        return write_output(path, lambda tmp: onnx.save(self.model, tmp), sources, overwrite)
 
 
 def graph_descriptor(descriptor: ModelDescriptor, passes: list[str], dynamic: bool) -> ModelDescriptor:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import onnx
@@ -79,21 +80,22 @@ def measure_parity(model: torch.nn.Module, graph: onnx.ModelProto, images: list[
 
 
 def run_export(model: LoadedModel | torch.nn.Module, onnx_path: str | Path, passes: list[str] | str,
-               shape: tuple[int, int, int, int], dynamic: bool, opset: int = 17,
-               parity_dir: Path | None = None) -> ExportReport:
+               shape: tuple[int, int, int, int], dynamic: bool, opset: int = 17, parity_dir: Path | None = None,
+               sources: Iterable[str | Path] = (), overwrite: bool = True) -> ExportReport:
     """Build the deploy graph of ``model`` with ``passes``, write it to ``onnx_path`` (atomically), check it.
 
     Args:
         model: eval-mode torch model with a descriptor (unchanged; parity is against it, not the rewritten copy).
         shape: (N, 3, H, W): the static shape, or the trace/opt shape when ``dynamic``.
         parity_dir: folder of real images for the ORT parity check and pass-error sample.
+        sources, overwrite: the output policy of :func:`esr.fileio.write_output` for ``onnx_path``.
     """
     loaded = open_model(model, allow_untrained=True)
     images, source = parity_images(parity_dir)
     sample = torch.from_numpy(fit(images[0], PASS_SAMPLE_HW, PASS_SAMPLE_HW))
     after = build_deploy_graph(loaded, passes, shape, dynamic, opset, sample=sample)
     before = build_deploy_graph(loaded, "none", shape, dynamic, opset) if after.recipe else after
-    after.save(onnx_path)
+    after.save(onnx_path, sources, overwrite)
     _, _, height, width = shape
     return ExportReport(
         onnx_path=Path(onnx_path), descriptor=after.descriptor, dynamic=dynamic, shape=shape, passes=after.passes,

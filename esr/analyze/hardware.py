@@ -98,7 +98,8 @@ def machine_key(threads: int) -> str:
 
 def save_local_profile(profile: HardwareProfile, path: Path | None = None) -> Path:
     """Write ``profile`` as the cached ``local`` profile (temp file + rename)."""
-    return write_bytes_atomically(path or local_profile_path(), json.dumps(profile.to_json(), indent=1).encode())
+    data = (json.dumps(profile.to_json(), indent=1) + "\n").encode()
+    return write_bytes_atomically(path or local_profile_path(), data)
 
 
 def measure_local_profile(threads: int) -> HardwareProfile:
