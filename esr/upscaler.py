@@ -97,9 +97,10 @@ copy, and an ``--outscale`` resize or the encoded bytes."""
 def available_memory() -> int | None:
     """Bytes of memory available to a new allocation (``MemAvailable``), or None where unknown."""
     try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
     except OSError:
         pass
     try:

@@ -34,9 +34,6 @@ if TYPE_CHECKING:
 
     from esr.loading import LoadedModel, ModelSpec
 
-DEVICES = ("cpu", "cuda")
-
-
 class Backend(Protocol):
     name: str
     descriptor: ModelDescriptor
@@ -94,6 +91,11 @@ register_backend(BackendSpec(
     "TensorRT engine from esr export --trt (CUDA only)", requires("tensorrt", "TensorRT", TRT_INSTALL_HINT)))
 
 
+def backend_devices() -> list[str]:
+    """Every device some registered backend runs on (``cpu``, ``cuda``, ...)."""
+    return list(dict.fromkeys(device for _, spec in BACKENDS.items() for device in spec.devices))
+
+
 def backend_names() -> list[str]:
     """Registered backend names, in preference order (the CLI's ``--backend`` choices)."""
     return list(BACKENDS)
@@ -136,8 +138,8 @@ def create_backend(name: str, model: "ModelSpec", device: str = "cpu", precision
     reason = spec.available()
     if reason is not None:
         raise EsrError(f"{name} backend: {reason}")
-    if device not in DEVICES:
-        raise EsrError(f"unknown device {device!r} (use {' or '.join(DEVICES)})")
+    if device not in backend_devices():
+        raise EsrError(f"unknown device {device!r} (known: {', '.join(backend_devices())})")
     if device not in spec.devices:
         raise EsrError(f"the {name} backend runs on {', '.join(spec.devices)} only (use --device {spec.devices[0]})")
     if precision is not None and precision not in PRECISIONS:

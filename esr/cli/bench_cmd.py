@@ -10,7 +10,7 @@ HELP = "time a model on the registered backends (warm-up, N runs, median and p90
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from esr.backends import backend_names, backend_precisions, backends_help
+    from esr.backends import backend_devices, backend_names, backend_precisions, backends_help
 
     parser.add_argument("--model", default=None,
                         help="zoo name, checkpoint, .onnx file, engine, or arch preset (random weights: timing "
@@ -19,7 +19,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=[*backend_names(), "all"], default=None,
                         help=f"default: the first that runs --model as is; 'all' skips those that cannot run it. "
                              f"{backends_help()}")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device (default cpu)")
+    parser.add_argument("--device", choices=backend_devices(), default="cpu", help="device (default cpu)")
     parser.add_argument("--precision", choices=backend_precisions(), default=None,
                         help="precision to require (default: the backend's own; a graph's is read from it, "
                              "an INT8 QDQ graph runs int8)")

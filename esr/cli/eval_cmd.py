@@ -8,7 +8,7 @@ HELP = "measure Y-PSNR/SSIM of a model on a folder with HR/ and LR_bicubic/X{s}/
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from esr.backends import backend_names
+    from esr.backends import backend_devices, backend_names
 
     parser.add_argument("--model", default=None,
                         help="zoo name, checkpoint path, .onnx file or engine (default: the embedded model)")
@@ -16,7 +16,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=int, default=None, help="scale to evaluate (default: the model's)")
     parser.add_argument("--backend", choices=backend_names(), default=None,
                         help="backend (default: the first that runs --model as is)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device (default cpu)")
+    parser.add_argument("--device", choices=backend_devices(), default="cpu", help="device (default cpu)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (default 0: the library's default)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 

@@ -82,7 +82,7 @@ def raise_opencv_pixel_limit(max_pixels: int) -> None:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from esr.backends import backend_names, backends_help
+    from esr.backends import backend_devices, backend_names, backends_help
 
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -93,7 +93,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=backend_names(), default=None,
                         help=f"inference backend (default: the first that runs --model as is: onnxruntime for "
                              f".onnx, tensorrt for engines, else torch). {backends_help()}")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--device", choices=backend_devices(), default=None,
+                        help="default: cuda if available, else cpu")
     parser.add_argument("--fp16", action="store_true", help="half precision on CUDA (tiles with NaN/Inf rerun in fp32)")
     parser.add_argument("--threads", type=non_negative_int, default=0,
                         help="CPU threads for torch and onnxruntime (default 0: each library's own default)")
