@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from esr.analyze.roofline import predict, totals
     from esr.errors import EsrError
     from esr.export.graph import build_deploy_graph
-    from esr.fileio import check_outputs, write_output
+    from esr.fileio import check_outputs
     from esr.loading import open_model
     from esr.zoo import DEFAULT_MODEL
 
@@ -101,9 +101,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise EsrError(f"{name}: {err}") from None
     if args.save_graph:
-        import onnx
-
-        write_output(args.save_graph, lambda tmp: onnx.save(graph.model, tmp), sources, args.overwrite)
+        graph.save(args.save_graph, sources, args.overwrite)
     rows = predict(layers, hw, args.precision)
     summary = totals(rows)
     note = f"{loaded.descriptor.provenance}; deploy passes: {', '.join(graph.recipe) or 'none'}"
