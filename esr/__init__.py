@@ -19,8 +19,9 @@ _LAZY_ATTRS = {"load_model": "esr.loading", "open_model": "esr.loading", "build_
 __all__ = ["__version__", *_LAZY_ATTRS]
 
 _SOURCE_ROOT = Path(__file__).resolve().parent.parent
-if (not (Path(__file__).parent / "plugins").is_dir() and (_SOURCE_ROOT / "setup.cfg").is_file()
-        and (_SOURCE_ROOT / "plugins" / "__init__.py").is_file() and (_SOURCE_ROOT / "export" / "__init__.py").is_file()):
+_IN_SOURCE_CHECKOUT = (not (Path(__file__).parent / "plugins").is_dir() and (_SOURCE_ROOT / "setup.cfg").is_file()
+                       and all((_SOURCE_ROOT / name / "__init__.py").is_file() for name in ("export", "plugins")))
+if _IN_SOURCE_CHECKOUT:
     # A source checkout: top-level export/ and plugins/ are installed as esr.export / esr.plugins
     # (setup.cfg package_dir); importing from the working tree finds them beside esr/.
     __path__.append(str(_SOURCE_ROOT))  # noqa: F821  (the package's own __path__)

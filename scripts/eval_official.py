@@ -12,7 +12,6 @@ import json
 import os
 import platform
 import sys
-from pathlib import Path
 
 import torch
 

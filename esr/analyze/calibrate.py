@@ -2,7 +2,8 @@
 
 1. Micro-benchmarks give the peaks (:func:`esr.analyze.hardware.measure_local_profile`).
 2. ONNX Runtime (the deploy runtime, in a session from :func:`esr.backends.sessions.ort_session`,
-   the settings the onnxruntime backend runs with) profiles each calibration graph: per-kernel times, matched to the analysed layers.
+   the settings the onnxruntime backend runs with) profiles each calibration graph: per-kernel
+   times, matched to the analysed layers.
 3. Fit, per op class, an efficiency factor (``roofline / measured``, geometric median), the
    fraction of its layers the runtime runs as kernels of their own (the rest it fuses into
    neighbours, e.g. Erf/Div/Mul into Gelu) and a per-kernel overhead (grid search minimising
