@@ -53,6 +53,7 @@ class BatchOptions:
     backend: str | None = None
     device: str | None = None
     fp16: bool = False
+    threads: int = 0
     tile: int = 0
     tile_pad: int = 16
     outscale: float | None = None
@@ -204,13 +205,15 @@ def build_upscaler(options: BatchOptions) -> Upscaler:
     import torch
 
     from esr.backends import create_backend, default_backend_for
+    from esr.loading import open_model
     from esr.upscaler import Upscaler
     from esr.zoo import DEFAULT_MODEL
 
-    model = options.model or DEFAULT_MODEL
-    backend_name = options.backend or default_backend_for(model)
+    loaded = open_model(options.model or DEFAULT_MODEL)
+    backend_name = options.backend or default_backend_for(loaded)
     device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    backend = create_backend(backend_name, model, device=device, fp16=options.fp16)
+    backend = create_backend(backend_name, loaded, device=device, precision="fp16" if options.fp16 else None,
+                             threads=options.threads)
     return Upscaler(backend, tile=options.tile, tile_pad=options.tile_pad, outscale=options.outscale)
 
 

@@ -90,16 +90,22 @@ def raise_opencv_pixel_limit(max_pixels: int) -> None:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from esr.backends import backend_devices, backend_names, backends_help
+
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (created if missing)")
     parser.add_argument("--model", default=None,
                         help="zoo name, .pth checkpoint, .onnx file or TensorRT engine (default: the embedded model)")
-    parser.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], default=None,
-                        help="inference backend (default: onnxruntime for .onnx, tensorrt for engines, else torch)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--backend", choices=backend_names(), default=None,
+                        help=f"inference backend (default: the first that runs --model as is: onnxruntime for "
+                             f".onnx, tensorrt for engines, else torch). {backends_help()}")
+    parser.add_argument("--device", choices=backend_devices(), default=None,
+                        help="default: cuda if available, else cpu")
     parser.add_argument("--fp16", action="store_true", help="half precision on CUDA (tiles with NaN/Inf rerun in fp32)")
+    parser.add_argument("--threads", type=non_negative_int, default=0,
+                        help="CPU threads for torch and onnxruntime (default 0: each library's own default)")
     parser.add_argument("--tile", type=int, default=0, help="tile side in input pixels; 0 = automatic (see below)")
     parser.add_argument("--tile-pad", type=int, default=16, help="context pixels around each tile (default 16)")
     parser.add_argument("--outscale", type=finite_positive, default=None,
@@ -163,8 +169,8 @@ def run(args: argparse.Namespace) -> int:
         raise EsrError("--quality must be between 1 and 100")
     options = BatchOptions(
         inputs=list(args.inputs), outdir=args.output, model=args.model, backend=args.backend, device=args.device,
-        fp16=args.fp16, tile=args.tile, tile_pad=args.tile_pad, outscale=args.outscale, ext=args.ext,
-        quality=args.quality, suffix=args.suffix, recursive=args.recursive, overwrite=args.overwrite,
+        fp16=args.fp16, threads=args.threads, tile=args.tile, tile_pad=args.tile_pad, outscale=args.outscale,
+        ext=args.ext, quality=args.quality, suffix=args.suffix, recursive=args.recursive, overwrite=args.overwrite,
         jobs=args.jobs, quiet=args.quiet, video=video_options(args),
         **({} if args.max_pixels is None else {"max_pixels": args.max_pixels}),
     )
