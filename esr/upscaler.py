@@ -13,13 +13,24 @@ Automatic tile size (``tile=0``): an image runs in one pass when
 ``H * W * BYTES_PER_INPUT_PIXEL <= memory_budget``; otherwise the tile side is
 ``floor(sqrt(memory_budget / BYTES_PER_INPUT_PIXEL)) - 2 * tile_pad`` (at least
 ``MIN_TILE``). A backend with a size limit (``max_hw``, e.g. a TensorRT profile or a
-static ONNX shape) caps the tile so that ``tile + 2 * tile_pad`` fits it. On an
-out-of-memory error the tile side is halved and the image retried.
+static ONNX shape) caps the tile so that ``tile + 2 * tile_pad`` fits it. A model whose
+descriptor says tiling is ``internal`` (it tiles itself) or ``discouraged`` is run in one
+pass unless such a limit forces tiles. On an out-of-memory error of a model call the tile
+side is halved and the image retried; the output array is allocated once, before that, and
+an image whose output does not fit in the memory available is refused with one line
+(:func:`check_output_memory`) instead.
+
+Alpha (:meth:`Upscaler.upscale_alpha`): a constant alpha plane (fully opaque, fully
+transparent) stays exactly that constant without a model call; otherwise the model's
+result is clamped, pixel by pixel, to the range of the 3x3 input neighbourhood it comes
+from, so alpha never overshoots and flat regions stay exactly flat.
 """
 from __future__ import annotations
 
 import math
+import os
 import warnings
+from dataclasses import replace
 from typing import Callable, Iterator
 
 import cv2
@@ -27,6 +38,7 @@ import numpy as np
 import torch
 
 from esr.backends import Backend
+from esr.errors import EsrError
 from esr.image_io import Image
 
 BYTES_PER_INPUT_PIXEL = 4096
@@ -35,6 +47,9 @@ BYTES_PER_INPUT_PIXEL = 4096
 
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
 """Bytes one model call may use when ``tile=0`` (512 MiB: whole images up to about 360 x 360)."""
+
+ARRAY_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
+"""Array types :meth:`Upscaler.upscale_array` takes: integers at full range, floats in [0, 1]."""
 
 MIN_TILE = 32
 """Smallest tile side the automatic rule and the out-of-memory retry go down to."""
@@ -77,6 +92,36 @@ def axis_weights(spans: list[tuple[int, int]], scale: int, pad: int) -> list[tor
     return [(w / total[s * scale:e * scale]).float() for w, (s, e) in zip(raw, spans)]
 
 
+OUTPUT_COPIES = 3
+"""Copies of an output image alive at its peak: the result, the encoder's channel-reordered
+copy, and an ``--outscale`` resize or the encoded bytes."""
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (``MemAvailable``), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_output_memory(height: int, width: int, channels: int, itemsize: int, available: int | None = None) -> None:
+    """EsrError (exit 1) if an output of ``height x width x channels`` needs more memory than is available."""
+    needed = height * width * channels * itemsize * OUTPUT_COPIES
+    available = available_memory() if available is None else available
+    if available is not None and needed > available:
+        raise EsrError(f"the {width}x{height} output needs about {needed / 2**30:.1f} GiB of memory, "
+                       f"{available / 2**30:.1f} GiB is available (use a smaller --outscale or a smaller "
+                       f"image)", exit_code=1)
+
+
 def _is_oom(err: BaseException) -> bool:
     return isinstance(err, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(err).lower()
 
@@ -85,7 +130,7 @@ class Upscaler:
     """Upscale images, arrays or tensors with a :class:`esr.backends.Backend`.
 
     Args:
-        backend: callable (N, 3, h, w) float [0, 1] -> (N, 3, h*s, w*s), with ``scale`` and ``max_hw``.
+        backend: callable (N, 3, h, w) float [0, 1] -> (N, 3, h*s, w*s), with ``descriptor`` and ``max_hw``.
         tile: tile side in input pixels (without padding); 0 = automatic (module docstring).
         tile_pad: overlap context added on each side of a tile, in input pixels.
         outscale: final scale of :meth:`upscale_array` / :meth:`upscale_image` (None: the model's);
@@ -100,7 +145,12 @@ class Upscaler:
         if outscale is not None and outscale <= 0:
             raise ValueError("outscale must be > 0")
         self.backend = backend
-        self.scale = int(backend.scale)
+        self.descriptor = backend.descriptor
+        self.scale = self.descriptor.scale
+        if tile and self.descriptor.tiling != "supported":
+            warnings.warn(f"{self.descriptor.name}: tiling is {self.descriptor.tiling} for this model; "
+                          f"tile {tile} ignored (tiles only where a size limit forces them)", stacklevel=2)
+            tile = 0
         self.tile = tile
         self.tile_pad = tile_pad
         self.outscale = outscale
@@ -109,7 +159,8 @@ class Upscaler:
     def tile_for(self, height: int, width: int) -> int:
         """Tile side used for an ``height x width`` input (0: one pass), per the rule in the module docstring."""
         tile = self.tile
-        if tile == 0 and height * width * BYTES_PER_INPUT_PIXEL > self.memory_budget:
+        if (tile == 0 and self.descriptor.tiling == "supported"
+                and height * width * BYTES_PER_INPUT_PIXEL > self.memory_budget):
             tile = max(MIN_TILE, math.isqrt(self.memory_budget // BYTES_PER_INPUT_PIXEL) - 2 * self.tile_pad)
         limit = self.backend.max_hw
         if limit is not None:
@@ -119,8 +170,9 @@ class Upscaler:
         return tile
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
-        """(1, C, h, w) float, C in {1, 3} -> (1, C, h*s, w*s); gray runs as RGB and is averaged back."""
-        if x.shape[1] == 1:
+        """(1, C, h, w) float, C in {1, 3} -> (1, C, h*s, w*s); gray runs through an RGB model as RGB and
+        is averaged back."""
+        if x.shape[1] == 1 and self.descriptor.in_channels == 3:
             return self.backend(x.expand(-1, 3, -1, -1)).mean(dim=1, keepdim=True)
         return self.backend(x)
 
@@ -161,28 +213,61 @@ class Upscaler:
         tile = self.tile_for(x.shape[-2], x.shape[-1])
         return torch.cat([band.clone() for _, band in self.bands(x[0], 1.0, tile, progress)], dim=1)[None]
 
-    def _model_array(self, pixels: np.ndarray, tile: int, progress: Progress | None) -> np.ndarray:
-        max_value = float(np.iinfo(pixels.dtype).max)
-        height, width, channels = pixels.shape
-        out = np.empty((height * self.scale, width * self.scale, channels), dtype=pixels.dtype)
-        src = torch.from_numpy(pixels).permute(2, 0, 1)
+    def _model_array(self, pixels: np.ndarray, tile: int, progress: Progress | None, out: np.ndarray) -> np.ndarray:
+        integer = pixels.dtype.kind == "u"
+        max_value = float(np.iinfo(pixels.dtype).max) if integer else 1.0
+        with warnings.catch_warnings():  # a read-only array is only read here
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            src = torch.from_numpy(pixels).permute(2, 0, 1)
         for top, band in self.bands(src, max_value, tile, progress):
-            rows = band.mul(max_value).round_().permute(1, 2, 0).numpy().astype(pixels.dtype)
-            out[top:top + rows.shape[0]] = rows
+            rows = band.mul(max_value).round_() if integer else band
+            out[top:top + rows.shape[1]] = rows.permute(1, 2, 0).numpy().astype(pixels.dtype)
         return out
 
-    def upscale_array(self, pixels: np.ndarray, progress: Progress | None = None) -> np.ndarray:
-        """(H, W, C) uint8/uint16, C in {1, 3} -> (round(H*f), round(W*f), C), same dtype (f = outscale or s).
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) of the final output of an ``height x width`` input (outscale applied)."""
+        if self.outscale is None or self.outscale == self.scale:
+            return height * self.scale, width * self.scale
+        return max(1, round(height * self.outscale)), max(1, round(width * self.outscale))
 
-        Values are clipped to the dtype's range and rounded. Out of memory -> the tile is halved and retried.
+    def upscale_array(self, pixels: np.ndarray, progress: Progress | None = None) -> np.ndarray:
+        """Upscale an image array; the result has the same layout and dtype.
+
+        Args:
+            pixels: (H, W) or (H, W, 1) gray, (H, W, 2) gray+alpha, (H, W, 3) RGB or (H, W, 4) RGBA; uint8, uint16, or
+                float32/float64 with values in [0, 1]. Read-only arrays are fine (never written).
+
+        Returns:
+            (round(H*f), round(W*f)[, C]) with f = outscale or the model's scale: integer results
+            rounded and clipped to the dtype's range, float results clipped to [0, 1]. RGBA: the
+            colour through the model, alpha by :meth:`upscale_alpha`. Out of memory in a model call
+            -> the tile is halved and retried; an output larger than the memory available -> EsrError first.
         """
-        if pixels.dtype not in (np.uint8, np.uint16) or pixels.ndim != 3 or pixels.shape[2] not in (1, 3):
-            raise ValueError(f"expected (H, W, 1|3) uint8/uint16, got {pixels.shape} {pixels.dtype}")
-        height, width = pixels.shape[:2]
+        if pixels.dtype not in ARRAY_DTYPES or pixels.ndim not in (2, 3) or (
+                pixels.ndim == 3 and pixels.shape[2] not in (1, 2, 3, 4)):
+            raise ValueError(f"expected (H, W), (H, W, 1|2|3|4) uint8/uint16/float32/float64, "
+                             f"got {pixels.shape} {pixels.dtype}")
+        if pixels.ndim == 2:
+            return self.upscale_array(pixels[..., None], progress)[..., 0]
+        if pixels.shape[2] in (2, 4):  # the last channel is alpha
+            def half(fraction: float) -> None:
+                if progress is not None:
+                    progress(fraction / 2)
+
+            color = self.upscale_array(pixels[..., :-1], half)
+            return np.dstack([color, self.upscale_alpha(pixels[..., -1], half)])
+        height, width, channels = pixels.shape
+        check_output_memory(*self.output_size(height, width), channels, pixels.itemsize)
+        try:
+            out = np.empty((height * self.scale, width * self.scale, channels), dtype=pixels.dtype)
+        except MemoryError:
+            raise EsrError(f"cannot allocate the {width * self.scale}x{height * self.scale} output "
+                           f"({height * width * self.scale**2 * channels * pixels.itemsize / 2**30:.1f} GiB)",
+                           exit_code=1) from None
         tile = self.tile_for(height, width)
         while True:
             try:
-                out = self._model_array(pixels, tile, progress)
+                out = self._model_array(pixels, tile, progress, out)
                 break
             except (RuntimeError, MemoryError) as err:
                 current = tile or max(height, width)
@@ -195,13 +280,28 @@ class Upscaler:
     def _resize(self, out: np.ndarray, height: int, width: int) -> np.ndarray:
         if self.outscale is None or self.outscale == self.scale:
             return out
-        size = (max(1, round(width * self.outscale)), max(1, round(height * self.outscale)))
+        out_h, out_w = self.output_size(height, width)
         method = cv2.INTER_LANCZOS4 if self.outscale > self.scale else cv2.INTER_AREA
-        resized = cv2.resize(out, size, interpolation=method)
-        return resized.reshape(size[1], size[0], out.shape[2])
+        resized = cv2.resize(out, (out_w, out_h), interpolation=method)
+        return resized.reshape(out_h, out_w, out.shape[2])
+
+    def upscale_alpha(self, alpha: np.ndarray, progress: Progress | None = None) -> np.ndarray:
+        """(H, W) alpha -> the output's alpha, never outside the local input range (module docstring)."""
+        height, width = alpha.shape
+        low, high = alpha.min(), alpha.max()
+        if low == high:
+            if progress is not None:
+                progress(1.0)
+            return np.full(self.output_size(height, width), low, dtype=alpha.dtype)
+        out = self.upscale_array(alpha[..., None], progress)[..., 0]
+        kernel = np.ones((3, 3), np.uint8)
+        size = (out.shape[1], out.shape[0])
+        floor = cv2.resize(cv2.erode(alpha, kernel), size, interpolation=cv2.INTER_NEAREST)
+        ceiling = cv2.resize(cv2.dilate(alpha, kernel), size, interpolation=cv2.INTER_NEAREST)
+        return np.clip(out, floor, ceiling)
 
     def upscale_image(self, image: Image, progress: Progress | None = None) -> Image:
-        """Upscale an :class:`esr.image_io.Image`; alpha is upscaled separately (as gray) and kept."""
+        """Upscale an :class:`esr.image_io.Image`; alpha by :meth:`upscale_alpha`; the ICC profile is kept."""
         parts = 1 if image.alpha is None else 2
 
         def share(fraction: float) -> None:
@@ -209,5 +309,5 @@ class Upscaler:
                 progress(fraction / parts)
 
         color = self.upscale_array(image.color, share)
-        alpha = None if image.alpha is None else self.upscale_array(image.alpha[..., None], share)[..., 0]
-        return Image(color, alpha)
+        alpha = None if image.alpha is None else self.upscale_alpha(image.alpha, share)
+        return replace(image, color=color, alpha=alpha)

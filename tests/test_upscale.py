@@ -15,6 +15,7 @@ from PIL import Image as PILImage
 
 from esr.cli import main
 from esr.cli.upscale_cmd import EPILOG
+from esr.descriptor import ModelDescriptor
 from esr.upscaler import BYTES_PER_INPUT_PIXEL, DEFAULT_MEMORY_BUDGET, Upscaler, axis_spans, axis_weights
 
 RNG = np.random.default_rng(3)
@@ -23,10 +24,12 @@ RNG = np.random.default_rng(3)
 class NearestBackend:
     """x2 nearest-neighbour upsampling: every output pixel depends on one input pixel only."""
 
-    name, scale, device, fp16 = "nearest", 2, "cpu", False
+    name, device, precision = "nearest", "cpu", "fp32"
 
-    def __init__(self, max_hw: tuple[int, int] | None = None, oom_above: int | None = None) -> None:
+    def __init__(self, max_hw: tuple[int, int] | None = None, oom_above: int | None = None,
+                 tiling: str = "supported") -> None:
         self.max_hw, self.oom_above, self.calls = max_hw, oom_above, []
+        self.descriptor = ModelDescriptor(name="nearest", arch="nearest", scale=2, tiling=tiling)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         self.calls.append(tuple(x.shape[-2:]))
@@ -86,6 +89,16 @@ def test_auto_tile_rule_follows_the_memory_budget():
     # the rule --help states is the rule the code applies
     assert f"H*W*{BYTES_PER_INPUT_PIXEL} bytes <= {DEFAULT_MEMORY_BUDGET // 2**20} MiB" in EPILOG
     assert f"- 2*pad = {Upscaler(NearestBackend()).tile_for(4000, 3000)} px (pad 16)" in EPILOG.replace("\n", " ")
+
+
+@pytest.mark.parametrize("tiling", ["internal", "discouraged"])
+def test_descriptor_tiling_is_honoured(tiling):
+    """A model that tiles itself (or should not be tiled) runs in one pass unless a size limit forces tiles."""
+    with pytest.warns(UserWarning, match=f"tiling is {tiling}"):
+        upscaler = Upscaler(NearestBackend(tiling=tiling), tile=16, tile_pad=4, memory_budget=1024)
+    assert upscaler.tile_for(100, 90) == 0  # neither --tile nor the memory budget cuts it
+    limited = Upscaler(NearestBackend(max_hw=(40, 40), tiling=tiling), tile=0, tile_pad=4)
+    assert limited.tile_for(100, 90) == 32  # a static shape still does
 
 
 # ----- esr upscale end to end (embedded default model, tiny images) -----
@@ -208,7 +221,9 @@ def test_recursive_mirrors_the_tree_and_output_never_replaces_input(tmp_path, ca
     assert cv2.imread(str(tmp_path / "in" / "top.png")).shape == (16, 20, 3)
 
 
-def test_ctrl_c_leaves_no_partial_file(tmp_path):
+@pytest.mark.parametrize("signum,code,line", [(signal.SIGINT, 130, "error: interrupted"),
+                                               (signal.SIGTERM, 143, "error: terminated")])
+def test_ctrl_c_and_sigterm_leave_no_partial_file(tmp_path, signum, code, line):
     src = tmp_path / "in"
     src.mkdir()
     for index in range(40):
@@ -219,13 +234,13 @@ def test_ctrl_c_leaves_no_partial_file(tmp_path):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (out.is_dir() and any(out.glob("*.png"))):
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
-    assert "error: interrupted" in stderr
+    assert proc.returncode == code, stderr
+    assert stderr.strip().splitlines()[-1] == line
     written = sorted(out.iterdir())
     assert 0 < len(written) < 40
-    assert all(not p.name.startswith(".") for p in written)  # no temp file survives
+    assert all(not p.name.startswith(".") for p in written)  # no temp or claim file survives
     for path in written:  # every output is complete
         assert cv2.imread(str(path)).shape == (384, 384, 3)
     summary = stdout.strip().splitlines()[-1]

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import sys
 
-HELP = "upscale images (files, folders or globs) into OUTDIR, skipping outputs that already exist"
+HELP = "upscale images, videos and animations (files, folders or globs) into OUTDIR, skipping outputs that exist"
 
 EPILOG = """\
 tiling: --tile N cuts each image into ceil(side/N) overlapping tiles per axis, each with
@@ -17,50 +20,158 @@ images: 8- and 16-bit kept (16-bit out where the format stores it: png, tif), gr
 gray, alpha is upscaled separately and kept (dropped for jpg), palette/CMYK become RGB,
 EXIF orientation is applied. Outputs are written to a temp file in OUTDIR and renamed.
 
-exit status: 0 all done (existing outputs skipped), 1 some inputs failed, 2 usage error,
-130 interrupted. The last line is "N upscaled, M skipped, K failed".
+alpha: a constant alpha (fully opaque or transparent) stays exactly constant; otherwise
+it is upscaled by the model and clamped to the range of the 3x3 input neighbourhood.
+gray + alpha stays gray + alpha in png (webp and tif store it as RGBA); the ICC profile is
+kept in png, jpg, webp and tif; CMYK becomes RGB without alpha.
+
+limits: an input over --max-pixels (default 100000000 = 100 MP) is refused from its header,
+before decoding; --max-pixels 0 removes the limit. An output that does not fit in the
+memory available is refused with one line.
+
+safety: outputs never replace an input; OUTDIR may be the input folder (give a --suffix):
+files that are outputs of this run or of an earlier one (in their own output folder, stem
+ending with the suffix) are not inputs. Several runs on one OUTDIR share the work (a hidden
+claim file per output); temp files of killed runs are removed by the next run.
+
+videos (mp4, mkv, mov, webm, avi, ...): decoded with the FFmpeg bundled in PyAV, every frame
+upscaled, encoded with --video-codec into the same container; timestamps (variable frame
+rate), rotation and colour tags kept; audio, subtitle and data streams copied unchanged.
+Frames are encoded in segments of --segment-seconds kept in OUTDIR/.NAME.esr-segments/:
+rerunning the same command after an interrupt or a kill continues from the last finished
+segment. Animated GIF/WebP/APNG keep every frame, durations and loop; multi-page TIFF
+keeps every page. Videos and animations keep their format whatever --ext says.
+
+exit status: 0 all done (existing outputs skipped), 1 some inputs failed (also: a folder
+or glob without images), 2 usage error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
+The last line is "N upscaled, M skipped[ (K being written by another run)], F failed".
 """
 
 
+def finite_positive(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number > 0")
+    return value
+
+
+def file_suffix(text: str) -> str:
+    """argparse type: a stem suffix that stays inside OUTDIR (no path separator, no '..')."""
+    if any(bad in text for bad in ("/", "\\", "..", "\0")):
+        raise argparse.ArgumentTypeError(f"{text!r}: a suffix may not contain a path separator or '..'")
+    return text
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 0")
+    return value
+
+
+OPENCV_MAX_PIXELS = 1 << 30
+"""OpenCV's own decode limit, ``OPENCV_IO_MAX_IMAGE_PIXELS``; OpenCV reads it once, when it is loaded."""
+
+
+def raise_opencv_pixel_limit(max_pixels: int) -> None:
+    """Let OpenCV decode up to ``max_pixels`` (0: any size) when that is above its default: sets
+    ``OPENCV_IO_MAX_IMAGE_PIXELS``, which only works before ``cv2`` is imported (this runs first)."""
+    wanted = max_pixels or 1 << 62
+    if "cv2" not in sys.modules and wanted > int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", OPENCV_MAX_PIXELS)):
+        os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(wanted)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
+    from esr.backends import backend_devices, backend_names, backends_help
+
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (created if missing)")
     parser.add_argument("--model", default=None,
                         help="zoo name, .pth checkpoint, .onnx file or TensorRT engine (default: the embedded model)")
-    parser.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], default=None,
-                        help="inference backend (default: onnxruntime for .onnx, tensorrt for engines, else torch)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--backend", choices=backend_names(), default=None,
+                        help=f"inference backend (default: the first that runs --model as is: onnxruntime for "
+                             f".onnx, tensorrt for engines, else torch). {backends_help()}")
+    parser.add_argument("--device", choices=backend_devices(), default=None,
+                        help="default: cuda if available, else cpu")
     parser.add_argument("--fp16", action="store_true", help="half precision on CUDA (tiles with NaN/Inf rerun in fp32)")
+    parser.add_argument("--threads", type=non_negative_int, default=0,
+                        help="CPU threads for torch and onnxruntime (default 0: each library's own default)")
     parser.add_argument("--tile", type=int, default=0, help="tile side in input pixels; 0 = automatic (see below)")
     parser.add_argument("--tile-pad", type=int, default=16, help="context pixels around each tile (default 16)")
-    parser.add_argument("--outscale", type=float, default=None,
+    parser.add_argument("--outscale", type=finite_positive, default=None,
                         help="final scale; the model output is resized once (default: the model's scale)")
     parser.add_argument("--ext", choices=["png", "jpg", "webp", "same"], default="png", help="output format (default png)")
     parser.add_argument("--quality", type=int, default=95, help="jpg/webp quality 1-100; webp 100 = lossless (default 95)")
-    parser.add_argument("--suffix", default="", help="appended to each output stem (default: none)")
+    parser.add_argument("--suffix", type=file_suffix, default="",
+                        help="appended to each output stem (default: none); no path separators")
     parser.add_argument("--recursive", action="store_true", help="descend into folders, mirroring the tree under OUTDIR")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
     parser.add_argument("--jobs", type=int, default=2,
                         help="decode/encode worker threads overlapping the model (0: one step after another)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or warnings (errors and summary stay)")
+    parser.add_argument("--max-pixels", type=non_negative_int, default=None, metavar="N",
+                        help="refuse inputs over N pixels (width x height) before decoding; 0 = no limit "
+                             "(default 100000000)")
+    add_video_arguments(parser)
+
+
+def add_video_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``video`` argument group (read by :func:`video_options`)."""
+    from esr.video.options import CONTAINERS, DEFAULT_SEGMENT_SECONDS, ENCODERS
+
+    group = parser.add_argument_group("video", "how video inputs are encoded (see docs/video.md)")
+    group.add_argument("--video-codec", choices=list(ENCODERS), default=None,
+                       help="encoder (default: libx264; libvpx-vp9 for webm); missing ones are named at start")
+    group.add_argument("--crf", type=non_negative_int, default=None,
+                       help="constant-quality level (default: x264 18, x265 20, svtav1 30, vp9 31; lower = better)")
+    group.add_argument("--preset", default=None, help="encoder speed preset (x264/x265: ultrafast..veryslow, "
+                                                       "svtav1: 0-13, vp9: cpu-used 0-8); default: the encoder's")
+    group.add_argument("--pix-fmt", default=None,
+                       help="pixel format (default: the source's if the encoder takes it; RGB for ffv1)")
+    group.add_argument("--video-container", choices=sorted(CONTAINERS), default=None,
+                       help="output container (default: the input's; Matroska for ts, mpg, flv, wmv, ...)")
+    group.add_argument("--segment-seconds", type=finite_positive, default=DEFAULT_SEGMENT_SECONDS,
+                       help=f"resume granularity: frames are encoded in segments of about this length "
+                            f"(default {DEFAULT_SEGMENT_SECONDS:g})")
+
+
+def video_options(args: argparse.Namespace):
+    """:class:`esr.video.options.VideoOptions` from the ``video`` group; EsrError if the encoder is missing."""
+    from esr.video.options import VideoOptions
+
+    if args.video_codec is not None:
+        from esr.video.codecs import check_encoder
+
+        check_encoder(args.video_codec)
+    return VideoOptions(codec=args.video_codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
+                        container=args.video_container, segment_seconds=args.segment_seconds)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.max_pixels is not None:
+        raise_opencv_pixel_limit(args.max_pixels)
     from esr.errors import EsrError
     from esr.upscale_batch import BatchOptions, run_batch
 
     if args.tile < 0 or args.tile_pad < 0 or args.jobs < 0:
         raise EsrError("--tile, --tile-pad and --jobs must be >= 0")
-    if args.outscale is not None and args.outscale <= 0:
-        raise EsrError("--outscale must be > 0")
     if not 1 <= args.quality <= 100:
         raise EsrError("--quality must be between 1 and 100")
     options = BatchOptions(
         inputs=list(args.inputs), outdir=args.output, model=args.model, backend=args.backend, device=args.device,
-        fp16=args.fp16, tile=args.tile, tile_pad=args.tile_pad, outscale=args.outscale, ext=args.ext,
-        quality=args.quality, suffix=args.suffix, recursive=args.recursive, overwrite=args.overwrite,
-        jobs=args.jobs, quiet=args.quiet,
+        fp16=args.fp16, threads=args.threads, tile=args.tile, tile_pad=args.tile_pad, outscale=args.outscale,
+        ext=args.ext, quality=args.quality, suffix=args.suffix, recursive=args.recursive, overwrite=args.overwrite,
+        jobs=args.jobs, quiet=args.quiet, video=video_options(args),
+        **({} if args.max_pixels is None else {"max_pixels": args.max_pixels}),
     )
     return run_batch(options)
