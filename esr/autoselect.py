@@ -109,6 +109,7 @@ class Decision:
     """The chosen candidate, how it compares with the reference, and the table it was chosen from."""
 
     chosen: Candidate
+    reference: Candidate
     median_ms: float
     fidelity_db: float
     reference_ms: float | None
@@ -124,14 +125,16 @@ class Decision:
 
     def line(self) -> str:
         """``auto: openvino bf16, 4.5x over onnxruntime fp32, 56.1 dB vs fp32``."""
-        speed = f"{self.speedup:.1f}x over {REFERENCE.label}" if self.speedup else f"{self.median_ms:.0f} ms a tile"
-        fidelity = "exact" if self.fidelity_db >= EXACT_DB else f"{self.fidelity_db:.1f} dB vs fp32"
+        speed = (f"{self.speedup:.1f}x over {self.reference.label}" if self.speedup
+                 else f"{self.median_ms:.0f} ms a tile")
+        versus = "fp32" if self.reference.precision == "fp32" else self.reference.label
+        fidelity = "exact" if self.fidelity_db >= EXACT_DB else f"{self.fidelity_db:.1f} dB vs {versus}"
         origin = " (cached)" if self.cached else f" (measured in {self.measure_s:.1f} s)" if self.measure_s else ""
         return f"auto: {self.chosen.label}, {speed}, {fidelity}{origin}"
 
     def table(self) -> list[str]:
         """One line per candidate: median ms, ratio to the reference, fidelity, and the verdict."""
-        lines = [f"{'candidate':<24}{'median ms':>10}{'vs ref':>8}{'dB vs fp32':>12}  verdict"]
+        lines = [f"{'candidate':<24}{'median ms':>10}{'vs ref':>8}{'dB vs ref':>12}  verdict"]
         for trial in sorted(self.trials, key=lambda t: (t.median_ms is None, t.median_ms or 0.0)):
             ratio = (f"{self.reference_ms / trial.median_ms:.2f}x" if self.reference_ms and trial.median_ms else "-")
             ms = f"{trial.median_ms:.1f}" if trial.median_ms is not None else "-"
@@ -164,28 +167,37 @@ def choose(trials: Sequence[Trial], min_fidelity_db: float = DEFAULT_MIN_FIDELIT
         reasons = "; ".join(f"{t.candidate.label}: {t.error or 'below the fidelity floor'}" for t in trials)
         raise EsrError(f"auto: no backend can run this model at >= {min_fidelity_db:g} dB vs fp32 ({reasons or 'none installed'})")
     best = min(eligible, key=lambda t: t.median_ms)
-    return Decision(chosen=best.candidate, median_ms=best.median_ms, fidelity_db=best.fidelity_db,
+    return Decision(chosen=best.candidate, reference=reference, median_ms=best.median_ms, fidelity_db=best.fidelity_db,
                     reference_ms=ref.median_ms if ref else None, min_fidelity_db=min_fidelity_db, trials=list(trials))
 
 
-def measure(candidates: Iterable[Candidate], build: Callable[[Candidate], Runner], sample: np.ndarray,
-            tile: np.ndarray, min_fidelity_db: float = DEFAULT_MIN_FIDELITY_DB, reference: Candidate = REFERENCE,
-            warmup: int = 1, runs: int = 3, clock: Callable[[], float] = time.perf_counter) -> list[Trial]:
+def measure(candidates: Iterable[Candidate], build: Callable[[Candidate], Runner], sample, tile,
+            references: Sequence[Candidate] = (REFERENCE,), min_fidelity_db: float | None = None,
+            warmup: int = 1, runs: int = 3, clock: Callable[[], float] = time.perf_counter) -> tuple[list[Trial], Candidate]:
     """Build, score and time ``candidates`` (steps 1-3 of the module docstring).
 
     Args:
         build: candidate -> runner; raises EsrError (its one line is recorded) when it cannot.
-        sample: (1, 3, h, w) float32 in [0, 1], the fidelity image; tile: the timing input.
+        sample: (1, 3, h, w) float in [0, 1], the fidelity image; tile: the timing input (arrays or
+            tensors, whatever the runners take).
+        references: the reference and its stand-ins, in order: the first that builds is used.
+        min_fidelity_db: candidates below it are not timed (None: :func:`default_floor` of the reference).
+
+    Returns:
+        (one trial per candidate, the reference first; the reference used).
     """
-    candidates = list(dict.fromkeys([reference, *candidates]))
+    candidates = list(dict.fromkeys([*references, *candidates]))
     trials, runners = {}, {}
     for candidate in candidates:
         try:
             runners[candidate] = build(candidate)
         except EsrError as err:
             trials[candidate] = Trial(candidate, error=str(err))
-    if reference not in runners:
-        raise EsrError(f"auto: the reference {reference.label} cannot run this model ({trials[reference].error})")
+    reference = next((c for c in references if c in runners), None)
+    if reference is None:
+        reasons = "; ".join(f"{c.label}: {trials[c].error}" for c in references if c in trials)
+        raise EsrError(f"auto: no reference can run this model ({reasons})")
+    floor = default_floor(reference) if min_fidelity_db is None else min_fidelity_db
     expected = runners[reference](sample)
     for candidate, runner in list(runners.items()):
         try:
@@ -196,7 +208,7 @@ def measure(candidates: Iterable[Candidate], build: Callable[[Candidate], Runner
             continue
         fidelity = EXACT_DB if candidate == reference else min(fidelity_psnr([expected], [output]), EXACT_DB)
         trials[candidate] = Trial(candidate, fidelity_db=fidelity)
-        if fidelity < min_fidelity_db:
+        if fidelity < floor:
             del runners[candidate]  # not timed: it cannot be chosen
     for runner in runners.values():
         for _ in range(warmup):
@@ -210,7 +222,8 @@ def measure(candidates: Iterable[Candidate], build: Callable[[Candidate], Runner
     for candidate, values in times.items():
         trials[candidate].times_ms = values
         trials[candidate].median_ms = statistics.median(values)
-    return [trials[c] for c in candidates]
+    order = [reference, *(c for c in candidates if c != reference)]
+    return [trials[c] for c in order], reference
 
 
 def cache_path(key: dict, root: Path | None = None) -> Path:
@@ -223,34 +236,40 @@ def cache_path(key: dict, root: Path | None = None) -> Path:
     return root / f"{digest}.json"
 
 
-def load_trials(path: Path, key: dict) -> list[Trial] | None:
-    """Cached trials for ``key``; None when absent, unreadable, of another format or another key."""
+def load_trials(path: Path, key: dict) -> tuple[list[Trial], Candidate] | None:
+    """Cached (trials, reference) for ``key``; None when absent, unreadable, of another format or another key."""
     try:
         data = json.loads(path.read_text())
         if data.get("format") != CACHE_FORMAT or data.get("key") != json.loads(json.dumps(key)):
             return None
-        return [Trial.from_json(t) for t in data["trials"]]
+        return [Trial.from_json(t) for t in data["trials"]], Candidate(**data["reference"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def save_trials(path: Path, key: dict, trials: Sequence[Trial]) -> None:
+def save_trials(path: Path, key: dict, trials: Sequence[Trial], reference: Candidate) -> None:
     payload = {"format": CACHE_FORMAT, "key": key, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-               "trials": [t.to_json() for t in trials]}
+               "reference": asdict(reference), "trials": [t.to_json() for t in trials]}
     write_bytes_atomically(path, json.dumps(payload, indent=1).encode())
 
 
-def auto_select(key: dict, run_measurements: Callable[[], list[Trial]], min_fidelity_db: float = DEFAULT_MIN_FIDELITY_DB,
-                reference: Candidate = REFERENCE, cache_root: Path | None = None) -> Decision:
-    """The decision for ``key``: from the cache when it holds this key's measurements, else measured and cached."""
+def auto_select(key: dict, run_measurements: Callable[[], tuple[list[Trial], Candidate]],
+                min_fidelity_db: float | None = None, cache_root: Path | None = None) -> Decision:
+    """The decision for ``key``: from the cache when it holds this key's measurements, else measured and cached.
+
+    ``min_fidelity_db`` None: :func:`default_floor` of the reference the measurements used.
+    """
     path = cache_path(key, cache_root)
-    trials = load_trials(path, key)
-    cached, seconds = trials is not None, None
-    if trials is None:
+    cached = load_trials(path, key)
+    seconds = None
+    if cached is None:
         start = time.perf_counter()
-        trials = run_measurements()
+        trials, reference = run_measurements()
         seconds = time.perf_counter() - start
-        save_trials(path, key, trials)
-    decision = choose(trials, min_fidelity_db, reference)
-    decision.cached, decision.measure_s = cached, seconds
+        save_trials(path, key, trials, reference)
+    else:
+        trials, reference = cached
+    floor = default_floor(reference) if min_fidelity_db is None else min_fidelity_db
+    decision = choose(trials, floor, reference)
+    decision.cached, decision.measure_s = cached is not None, seconds
     return decision

@@ -137,7 +137,7 @@ def bench_backend(backend, shape: tuple[int, int, int, int], runs: int = 10, war
     x = torch.rand(shape)
     timing = time_runs(lambda: backend(x), runs, warmup, device=backend.device)
     record = {
-        "backend": backend.name, "device": backend.device, "precision": backend.precision,
+        "backend": getattr(backend, "label", backend.name), "device": backend.device, "precision": backend.precision,
         "recipe": list(backend.descriptor.recipe), "trained": backend.descriptor.trained,
         "shape": list(shape), "dtype": "float32", **asdict(timing),
     }

@@ -1,9 +1,10 @@
 """Every available backend x precision for RLFN x4, RLFN-S x4 and DITN-Real x4: speed and quality in one run.
 
-For each model the default-recipe deploy graph (what ``esr export --dynamic`` writes) runs on
-onnxruntime (fp32, and INT8 QDQ graphs made by ``esr quantize``), OpenVINO (f32/bf16/f16 hints,
-INT8 from the same QDQ graphs) and torch (fp32, bf16 where the CPU has it); TensorRT rows say
-why they cannot run without CUDA. Per candidate:
+For each model every registered backend x precision is built by ``esr.backends.create_backend``,
+the objects ``esr upscale`` runs: onnxruntime and OpenVINO on the default-recipe deploy graph
+(what ``esr export --dynamic`` writes) and, at int8, on QDQ graphs made by ``esr quantize`` from
+it; torch on the model. A combination that cannot run keeps its one-line reason (TensorRT: no
+CUDA here). Per candidate:
 
 - ``median_ms``: median of ``--rounds`` interleaved rounds (every candidate runs once per round,
   so a load change on a shared machine hits all alike) on a 1x3x256x256 input, after 2 warm-up
@@ -51,84 +52,67 @@ class Row:
     backend: str
     precision: str
     graph: str
-    run: Callable[[np.ndarray], np.ndarray] | None = None
+    run: Callable[[torch.Tensor], torch.Tensor] | None = None
     error: str | None = None
     result: dict = field(default_factory=dict)
 
     @property
     def label(self) -> str:
-        return f"{self.backend} {self.precision}" + (f" ({self.graph})" if self.graph not in ("fp32", "torch") else "")
+        return f"{self.backend} {self.precision}" + (f" ({self.graph})" if self.graph.startswith("int8") else "")
 
 
-def load_module(name: str, ditn_weights: str | None) -> tuple[torch.nn.Module, str]:
-    from esr.archs.presets import build_model
-    from esr.loading import load_model
+def open_bench_model(name: str, ditn_weights: str | None):
+    """(LoadedModel, where its weights come from)."""
+    from esr.loading import open_model
 
     if name != "ditn_real_x4":
-        return load_model(name), "official"
+        return open_model(name), "official"
     if ditn_weights:
-        return load_model(ditn_weights), f"trained: {ditn_weights}"
+        return open_model(ditn_weights), f"trained: {ditn_weights}"
     demo = Path("experiments/demo_ditn_real_x4/final.pth")
     if demo.is_file():
-        return load_model(demo), f"trained: {demo} (CPU demo)"
-    torch.manual_seed(0)
-    return build_model("ditn_real", 4).eval(), "random (seed 0): DITN-Real has no released weights"
+        return open_model(demo), f"trained: {demo} (CPU demo)"
+    return open_model("ditn_real", allow_untrained=True), "random (seed 0): DITN-Real has no released weights"
 
 
-def deploy_graph_file(module: torch.nn.Module, folder: Path) -> Path:
-    from esr import plugins
-    from esr.export.onnx_export import save_atomic
-    from esr.export.pipeline import slim_export
-
-    deployed = plugins.apply(module, plugins.resolve_recipe(module, "default"))
-    return save_atomic(slim_export(deployed, 64, 64, True, 17), folder / "fp32.onnx")
-
-
-def int8_graphs(fp32: Path, variants: list[str], calib: Path, folder: Path) -> dict[str, Path]:
+def int8_graphs(loaded, variants: list[str], calib: Path, folder: Path) -> dict[str, Path]:
+    """``esr quantize``'s QDQ graphs of ``loaded``'s deploy graph (the one the backends run), by variant."""
     import onnx
 
-    from esr.export.onnx_export import save_atomic
+    from esr.backends.graph_cache import cached_deploy_graph
     from esr.quantize.pipeline import QuantConfig, quantize_onnx
 
     graphs = {}
     for name in variants:
         config = QuantConfig(method="percentile", weight_type="s8", num_calib=32, crop_size=96, downscale=4,
                              **INT8_VARIANTS[name])
-        model, report = quantize_onnx(onnx.load(str(fp32)), str(calib), config, progress=False)
-        graphs[f"int8-{name}"] = save_atomic(model, folder / f"int8-{name}.onnx")
+        model, report = quantize_onnx(onnx.load(str(cached_deploy_graph(loaded))), str(calib), config, progress=False)
+        graphs[f"int8-{name}"] = folder / f"int8-{name}.onnx"
+        onnx.save(model, str(graphs[f"int8-{name}"]))
         print(f"  int8-{name}: {len(report['kept_fp32'])} layers kept fp32, "
               f"{report['output_psnr_vs_fp32_db']:.2f} dB vs fp32 on calibration crops", flush=True)
     return graphs
 
 
-def candidate_rows(module: torch.nn.Module, graphs: dict[str, Path], threads: int) -> list[Row]:
-    """Build every candidate; one that cannot be built keeps its one-line reason."""
+def candidate_rows(loaded, graphs: dict[str, Path], threads: int) -> list[Row]:
+    """Every registered backend x precision on the model, and the INT8 runtimes on each QDQ graph; one that cannot
+    be built keeps its one-line reason. onnxruntime fp32 (the reference) first."""
+    from esr.backends import BACKENDS, create_backend, runtime_names
     from esr.errors import EsrError
-    from esr.export.pipeline import ort_session
-    from esr.openvino_runtime import OpenVINORunner
-    from esr.torch_precision import TorchRunner
+    from esr.loading import open_model
 
-    def ort(path: Path):
-        session = ort_session(path, threads=threads)
-        return lambda x: session.run(None, {"input": x})[0]
-
-    def torch_run(precision: str):
-        runner = TorchRunner(module, "cpu", precision)
-        return lambda x: runner(torch.from_numpy(x)).numpy()
-
-    plans: list[tuple[str, str, str, Callable[[], Callable]]] = [("onnxruntime", "fp32", "fp32", lambda: ort(graphs["fp32"]))]
-    plans += [("onnxruntime", "int8", g, (lambda p: lambda: ort(p))(p)) for g, p in graphs.items() if g != "fp32"]
-    for precision in ("fp32", "bf16", "fp16"):
-        plans.append(("openvino", precision, "fp32",
-                      (lambda pr: lambda: OpenVINORunner(graphs["fp32"], "cpu", pr, threads))(precision)))
-    plans += [("openvino", "int8", g, (lambda p: lambda: OpenVINORunner(p, "cpu", "int8", threads))(p))
-              for g, p in graphs.items() if g != "fp32"]
-    for precision in ("fp32", "bf16", "fp16"):
-        plans.append(("torch", precision, "torch", (lambda pr: lambda: torch_run(pr))(precision)))
+    plans = [("onnxruntime", "fp32", "fp32", loaded)]
+    for name in runtime_names():
+        spec = BACKENDS.get(name)
+        if "cpu" not in spec.devices or spec.kinds == ("engine",):
+            continue
+        plans += [(name, p, "fp32", loaded) for p in spec.precisions if p != "int8" and (name, p) != ("onnxruntime", "fp32")]
+        if "onnx" in spec.kinds:
+            plans += [(name, "int8", graph, open_model(path)) for graph, path in graphs.items()]
     rows = []
-    for backend, precision, graph, build in plans:
+    for backend, precision, graph, model in plans:
         try:
-            rows.append(Row(backend, precision, graph, run=build()))
+            rows.append(Row(backend, precision, graph, run=create_backend(backend, model, "cpu", precision, threads)))
         except EsrError as err:
             rows.append(Row(backend, precision, graph, error=str(err)))
     rows.append(Row("tensorrt", "fp32/fp16/int8", "engine", error="TensorRT needs a CUDA GPU (none on this machine)"
@@ -136,19 +120,7 @@ def candidate_rows(module: torch.nn.Module, graphs: dict[str, Path], threads: in
     return rows
 
 
-class ArrayBackend:
-    """A numpy runner dressed as an :mod:`esr.backends` backend for :func:`esr.evaluate.evaluate`."""
-
-    device, max_hw = "cpu", None
-
-    def __init__(self, name: str, run: Callable[[np.ndarray], np.ndarray], scale: int) -> None:
-        self.name, self.run, self.scale = name, run, scale
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(self.run(x.float().contiguous().numpy())))
-
-
-def quality(rows: list[Row], scale: int, set5: Path) -> None:
+def quality(rows: list[Row], set5: Path) -> None:
     """Set5 Y-PSNR and output PSNR vs onnxruntime fp32 (Set5 LR and the sample image) for every row that runs."""
     import cv2
 
@@ -157,15 +129,17 @@ def quality(rows: list[Row], scale: int, set5: Path) -> None:
     from esr.metrics import fidelity_psnr
     from esr.sample import sample_batch
 
-    lr = [np.ascontiguousarray(cv2.imread(str(p))[..., ::-1].transpose(2, 0, 1)[None], dtype=np.float32) / 255
-          for p in sorted((set5 / "LR_bicubic" / f"X{scale}").glob("*.png"))]
-    sample = sample_batch()
     reference = rows[0]
+    scale = reference.run.descriptor.scale
+    lr = [torch.from_numpy(np.ascontiguousarray(cv2.imread(str(p))[..., ::-1].transpose(2, 0, 1)[None],
+                                                dtype=np.float32) / 255)
+          for p in sorted((set5 / "LR_bicubic" / f"X{scale}").glob("*.png"))]
+    sample = torch.from_numpy(sample_batch())
     ref_lr, ref_sample = [reference.run(x) for x in lr], reference.run(sample)
     for row in rows:
         if row.run is None:
             continue
-        score = evaluate(ArrayBackend(row.label, row.run, scale), set5, scale, progress=False)
+        score = evaluate(row.run, set5, scale, progress=False)
         row.result.update(set5_psnr_y=score["psnr_y"], set5_ssim_y=score["ssim_y"],
                           psnr_vs_fp32_set5=min(fidelity_psnr(ref_lr, [row.run(x) for x in lr]), EXACT_DB),
                           psnr_vs_fp32_sample=min(fidelity_psnr([ref_sample], [row.run(sample)]), EXACT_DB))
@@ -176,7 +150,7 @@ def quality(rows: list[Row], scale: int, set5: Path) -> None:
 
 def timing(rows: list[Row], rounds: int, warmup: int = 2) -> None:
     """Median ms of interleaved rounds on a 1x3x256x256 input, and the ratio to onnxruntime fp32."""
-    x = np.random.default_rng(0).random(SHAPE, dtype=np.float32)
+    x = torch.rand(SHAPE, generator=torch.Generator().manual_seed(0))
     live = [row for row in rows if row.run is not None]
     for row in live:
         for _ in range(warmup):
@@ -218,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from esr.bench import machine_info, save_result
     from esr.capabilities import cpu_summary
-    from esr.openvino_runtime import openvino_version
+    from esr.backends.openvino_runtime import openvino_version
     from esr.paths import shared_dir
 
     torch.set_num_threads(args.threads)
@@ -235,13 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     record = {"shape": list(SHAPE), "threads": args.threads, "rounds": args.rounds, "int8": variants,
               "machine": machine, "models": {}}
     for name in args.models.split(","):
-        module, weights = load_module(name, args.ditn_weights)
+        loaded, weights = open_bench_model(name, args.ditn_weights)
         print(f"{name} ({weights})", flush=True)
         with tempfile.TemporaryDirectory(prefix="esr-bench-precision-") as tmp:
-            fp32 = deploy_graph_file(module, Path(tmp))
-            graphs = {"fp32": fp32, **int8_graphs(fp32, variants, calib, Path(tmp))}
-            rows = candidate_rows(module, graphs, args.threads)
-            quality(rows, module.descriptor.scale, set5)
+            rows = candidate_rows(loaded, int8_graphs(loaded, variants, calib, Path(tmp)), args.threads)
+            quality(rows, set5)
             timing(rows, args.rounds)
         print_table(name, rows)
         record["models"][name] = {"weights": weights, "rows": [

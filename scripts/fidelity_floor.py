@@ -36,16 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_precision import deploy_graph_file, int8_graphs
+    from bench_precision import int8_graphs
 
+    from esr.backends import create_backend
     from esr.bench import machine_info, save_result
-    from esr.export.pipeline import ort_session
-    from esr.loading import load_model
+    from esr.loading import open_model
     from esr.metrics import fidelity_psnr, mod_crop, psnr_ssim_y
-    from esr.openvino_runtime import OpenVINORunner
     from esr.paths import shared_dir
     from esr.sample import sample_batch
-    from esr.torch_precision import TorchRunner
 
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
@@ -55,22 +53,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {set5}: Set5 not found (set ESR_SHARED)", file=sys.stderr)
         return 2
     hrs = [mod_crop(cv2.imread(str(p)), 4) for p in hr_files]
-    lrs = [np.ascontiguousarray(cv2.imread(str(set5 / "LR_bicubic" / "X4" / f"{p.stem}x4.png"))[..., ::-1]
-                                .transpose(2, 0, 1)[None], dtype=np.float32) / 255 for p in hr_files]
-    inputs = lrs + [sample_batch()]  # the sample image last
-    module = load_model("rlfn_x4")
+    lrs = [torch.from_numpy(np.ascontiguousarray(cv2.imread(str(set5 / "LR_bicubic" / "X4" / f"{p.stem}x4.png"))
+                                                 [..., ::-1].transpose(2, 0, 1)[None], dtype=np.float32) / 255)
+           for p in hr_files]
+    inputs = lrs + [torch.from_numpy(sample_batch())]  # the sample image last
+    loaded = open_model("rlfn_x4")
     with tempfile.TemporaryDirectory() as tmp:
-        fp32 = deploy_graph_file(module, Path(tmp))
-        int8 = int8_graphs(fp32, ["all"], shared_dir() / "datasets" / "T91", Path(tmp))["int8-all"]
-        session = ort_session(fp32, threads=args.threads)
-        reference = [session.run(None, {"input": x})[0] for x in inputs]
-        q_session = ort_session(int8, threads=args.threads)
-        torch_bf16 = TorchRunner(module, "cpu", "bf16")
-        runs = {"openvino bf16": OpenVINORunner(fp32, "cpu", "bf16", args.threads),
-                "openvino fp16": OpenVINORunner(fp32, "cpu", "fp16", args.threads),
-                "torch bf16": lambda x: torch_bf16(torch.from_numpy(x)).numpy(),
-                "onnxruntime int8": lambda x: q_session.run(None, {"input": x})[0]}
-        outputs = {name: [run(x) for x in inputs] for name, run in runs.items()}
+        int8 = open_model(int8_graphs(loaded, ["all"], shared_dir() / "datasets" / "T91", Path(tmp))["int8-all"])
+        ort_fp32 = create_backend("onnxruntime", loaded, "cpu", "fp32", args.threads)
+        runs = {"openvino bf16": create_backend("openvino", loaded, "cpu", "bf16", args.threads),
+                "openvino fp16": create_backend("openvino", loaded, "cpu", "fp16", args.threads),
+                "torch bf16": create_backend("torch", loaded, "cpu", "bf16", args.threads),
+                "onnxruntime int8": create_backend("onnxruntime", int8, "cpu", "int8", args.threads)}
+        reference = [ort_fp32(x).numpy() for x in inputs]
+        outputs = {name: [run(x).numpy() for x in inputs] for name, run in runs.items()}
 
     def set5_psnr(images: list[np.ndarray]) -> float:
         scores = []

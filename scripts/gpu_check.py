@@ -98,13 +98,9 @@ def load(cfg: Config) -> torch.nn.Module:
 
 def deploy_onnx(cfg: Config, folder: Path) -> Path:
     """The default-recipe deploy graph (dynamic H/W) of the model, as ``esr export --dynamic`` writes it."""
-    from esr import plugins
-    from esr.export.onnx_export import save_atomic
-    from esr.export.pipeline import slim_export
+    from esr.export.graph import build_deploy_graph
 
-    model = load(cfg)
-    deployed = plugins.apply(model, plugins.resolve_recipe(model, "default"))
-    return save_atomic(slim_export(deployed, 64, 64, True, 17), folder / f"{cfg.model}.onnx")
+    return build_deploy_graph(cfg.model).save(folder / f"{cfg.model}.onnx")
 
 
 def torch_section(cfg: Config) -> dict:
@@ -193,8 +189,8 @@ def tensorrt_section(cfg: Config, folder: Path) -> dict:
 
 
 def analyze_section(cfg: Config, results: dict) -> dict:
-    from esr.analyze.deploy import deploy_graph
     from esr.analyze.graph import analyze_graph
+    from esr.export.graph import build_deploy_graph
     from esr.analyze.hardware import get_profile
     from esr.analyze.roofline import predict, totals
 
@@ -209,10 +205,9 @@ def analyze_section(cfg: Config, results: dict) -> dict:
             measured[("torch", row["precision"], tuple(row["shape"]))] = row.get("cuda_graph_ms") or row["median_ms"]
     for row in results.get("tensorrt", {}).get("rows", []):
         measured[("tensorrt", row["precision"], tuple(row["shape"]))] = row["median_ms"]
-    model = load(cfg)
     rows = []
     for shape in cfg.shapes:
-        graph = deploy_graph(model, shape, "default")
+        graph = build_deploy_graph(cfg.model, "default", shape=shape)
         for precision in ("fp32", "fp16"):
             predicted = totals(predict(analyze_graph(graph.model, precision), hw, precision))["time_ms"]
             for (runtime, prec, shp), ms in measured.items():
@@ -226,9 +221,10 @@ def analyze_section(cfg: Config, results: dict) -> dict:
 def upscale_section(cfg: Config) -> dict:
     import cv2
 
+    from esr.backends import create_backend
+    from esr.errors import EsrError
     from esr.paths import shared_dir
     from esr.sample import sample_rgb
-    from esr.torch_precision import TorchRunner
     from esr.upscaler import Upscaler
 
     folder = shared_dir() / "datasets" / "Set14" / "LR_bicubic" / "X4"
@@ -237,28 +233,21 @@ def upscale_section(cfg: Config) -> dict:
         images, source = [np.ascontiguousarray(cv2.imread(str(p))[..., ::-1]) for p in files], str(folder)
     else:
         images, source = [sample_rgb()], "the package sample image (no Set14 found; set ESR_SHARED)"
-    model = load(cfg)
     fast = "fp16" if cfg.device == "cuda" else "bf16"
-    runners = {"fp32": TorchRunner(model, cfg.device, "fp32")}
+    backends = {"fp32": create_backend("torch", cfg.model, cfg.device, "fp32")}
     try:
-        runners[fast] = TorchRunner(model, cfg.device, fast)
-    except Exception as err:  # no native bf16 on this CPU (dry run)
+        backends[fast] = create_backend("torch", cfg.model, cfg.device, fast)
+    except EsrError as err:  # no native bf16 on this CPU (dry run)
         raise Skip(str(err)) from None
     outputs, rates = {}, {}
-    for name, runner in runners.items():
-        upscaler = Upscaler(runner_backend(runner, model.upscale), tile=cfg.tile, tile_pad=8)
+    for name, backend in backends.items():
+        upscaler = Upscaler(backend, tile=cfg.tile, tile_pad=8)
         start = time.perf_counter()
         outputs[name] = [upscaler.upscale_array(image) for image in images]
         rates[name] = len(images) / (time.perf_counter() - start)
     scores = [psnr(a / 255.0, b / 255.0) for a, b in zip(outputs[fast], outputs["fp32"])]
     return {"source": source, "images": len(images), "tile": cfg.tile, "precision": fast,
             "psnr_vs_fp32_db": {"mean": statistics.fmean(scores), "min": min(scores)}, "images_per_s": rates}
-
-
-def runner_backend(runner, scale: int):
-    """A :class:`esr.torch_precision.TorchRunner` dressed as an Upscaler backend."""
-    runner.scale, runner.max_hw = scale, None
-    return runner
 
 
 def rlfn_s_train_options(amp: bool, iters: int, num_gpu: int) -> dict:

@@ -50,6 +50,23 @@ def test_errors_are_skipped_and_reported():
         choose(trials(ref="broken", ov_bf16=(10, 20.0)))
 
 
+def test_reference_stand_in_when_onnxruntime_cannot_run():
+    """E.g. on CUDA without onnxruntime-gpu: the next reference in line (torch fp32) is used."""
+    torch_fp32 = Candidate("torch", "fp32")
+
+    def build(candidate: Candidate):
+        if candidate == REFERENCE:
+            raise EsrError("device cuda: onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)")
+        return lambda x: x
+
+    x = np.zeros((1, 3, 4, 4), np.float32)
+    result, reference = measure([torch_fp32], build, x, x, references=(REFERENCE, torch_fp32), runs=1)
+    assert reference == torch_fp32 and result[0].candidate == torch_fp32
+    assert "onnxruntime-gpu" in next(t.error for t in result if t.candidate == REFERENCE)
+    with pytest.raises(EsrError, match="no reference can run"):
+        measure([], build, x, x, references=(REFERENCE,), runs=1)
+
+
 def test_measure_scores_against_the_reference_and_times_only_eligible():
     """Fake runners: the output error sets the fidelity; a fake clock sets the times."""
     rng = np.random.default_rng(0)
@@ -71,8 +88,9 @@ def test_measure_scores_against_the_reference_and_times_only_eligible():
         return run
 
     sample, tile = np.zeros((1, 3, 8, 8), np.float32), np.zeros((1, 3, 16, 16), np.float32)
-    result = measure([OV_BF16, ORT_INT8, TORCH_BF16], build, sample, tile, min_fidelity_db=50.0,
-                     warmup=1, runs=3, clock=lambda: clock_now[0])
+    result, reference = measure([OV_BF16, ORT_INT8, TORCH_BF16], build, sample, tile, min_fidelity_db=50.0,
+                                warmup=1, runs=3, clock=lambda: clock_now[0])
+    assert reference == REFERENCE
     by = {t.candidate: t for t in result}
     assert result[0].candidate == REFERENCE and by[REFERENCE].fidelity_db == EXACT_DB
     assert by[OV_BF16].fidelity_db == pytest.approx(60.0, abs=0.5)
@@ -87,9 +105,9 @@ def test_cache_reuses_then_invalidates_on_version_change(tmp_path):
     key = {"model": "abc", "tile": [1, 3, 362, 362], "versions": {"openvino": "2026.4.1", "torch": "2.14.1"}}
     measured = []
 
-    def run_measurements() -> list[Trial]:
+    def run_measurements() -> tuple[list[Trial], Candidate]:
         measured.append(1)
-        return trials(ref=(365, EXACT_DB), ov_bf16=(81, 56.1))
+        return trials(ref=(365, EXACT_DB), ov_bf16=(81, 56.1)), REFERENCE
 
     first = auto_select(key, run_measurements, cache_root=tmp_path)
     second = auto_select(key, run_measurements, cache_root=tmp_path)

@@ -6,7 +6,8 @@ import torch
 
 from esr.capabilities import cpu_flags, cpu_summary, native_units, parse_cpu_flags, require_native_cpu
 from esr.errors import EXIT_USAGE, EsrError
-from esr.torch_precision import TorchRunner, check_torch_precision
+from esr.backends import create_backend
+from esr.backends.torch_backend import check_torch_precision
 
 AMX_CPUINFO = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512_vnni amx_bf16 amx_tile amx_int8\n"
 EPYC_CPUINFO = "processor\t: 0\nflags\t\t: fpu sse avx2 fma\n"
@@ -59,8 +60,8 @@ def test_torch_bf16_cpu_close_to_fp32(one_thread):
     torch.manual_seed(0)
     model = build_model("rlfn_s", 4).eval()
     x = torch.from_numpy(sample_batch())[:, :, :48, :48]
-    reference = TorchRunner(model, "cpu", "fp32")(x)
-    output = TorchRunner(model, "cpu", "bf16")(x)
+    reference = create_backend("torch", model, "cpu", "fp32")(x)
+    output = create_backend("torch", model, "cpu", "bf16")(x)
     assert output.dtype == torch.float32 and output.shape == (1, 3, 192, 192)
     assert next(model.parameters()).dtype == torch.float32  # the caller's module is untouched
     assert 35.0 < fidelity_psnr([reference], [output]) < 200.0  # bf16 changes the output, but little

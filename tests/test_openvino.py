@@ -8,9 +8,9 @@ import pytest
 pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'esr[openvino]')")
 
 from esr.errors import EXIT_USAGE, EsrError  # noqa: E402
-from esr.export.pipeline import ort_session, slim_export  # noqa: E402
-from esr.export.onnx_export import save_atomic  # noqa: E402
-from esr.openvino_runtime import COMPILED, OpenVINORunner, check_support  # noqa: E402
+from esr.backends.openvino_runtime import COMPILED, OpenVINORunner, check_support  # noqa: E402
+from esr.backends.sessions import ort_session  # noqa: E402
+from esr.export.graph import build_deploy_graph  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 
@@ -18,12 +18,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 @pytest.fixture(scope="module")
 def deploy_graph(tmp_path_factory):
     """RLFN-S x4 (embedded official weights), default deploy recipe, dynamic H/W."""
-    from esr import plugins
-    from esr.loading import load_model
-
-    model = load_model("rlfn_s_x4")
-    deployed = plugins.apply(model, plugins.resolve_recipe(model, "default"))
-    return save_atomic(slim_export(deployed, 64, 64, True, 17), tmp_path_factory.mktemp("ov") / "rlfn_s_x4.onnx")
+    return build_deploy_graph("rlfn_s_x4").save(tmp_path_factory.mktemp("ov") / "rlfn_s_x4.onnx")
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +53,7 @@ def test_shape_seen_twice_gets_a_static_compilation(deploy_graph):
 
 
 def test_refusals_are_one_line(monkeypatch, deploy_graph, tmp_path):
-    import esr.openvino_runtime as ovr
+    import esr.backends.openvino_runtime as ovr
 
     class FakeCore:
         available_devices = ["CPU"]
@@ -94,7 +89,8 @@ def test_int8_qdq_graph_matches_onnxruntime_from_the_first_call(deploy_graph, se
 
     config = QuantConfig(weight_type="s8", num_calib=4, crop_size=48, downscale=4)
     qdq, _ = quantize_onnx(onnx.load(str(deploy_graph)), str(shared / "datasets" / "T91"), config, progress=False)
-    path = save_atomic(qdq, tmp_path / "int8.onnx")
+    path = tmp_path / "int8.onnx"
+    onnx.save(qdq, str(path))
     session = ort_session(path, threads=1)
     runner = OpenVINORunner(path, "cpu", "int8", threads=1)
     expected = [session.run(None, {"input": x})[0] for x in set5_lr]

@@ -61,6 +61,9 @@ class BackendSpec:
     available: Callable[[], str | None] = lambda: None
 
 
+AUTO = "auto"
+"""The registry entry that picks among the others (:mod:`esr.backends.auto_backend`)."""
+
 BACKENDS = Registry("backend")
 """name -> :class:`BackendSpec`, in preference order (the default backend of a model is the first that runs it)."""
 
@@ -80,15 +83,22 @@ def requires(module: str, label: str, hint: str) -> Callable[[], str | None]:
 TRT_INSTALL_HINT = "pip install 'esr[trt]' on a machine with an NVIDIA GPU, or use --backend onnxruntime"
 
 register_backend(BackendSpec(
-    "torch", "esr.backends.torch_backend:TorchBackend", ("cpu", "cuda"), ("fp32", "fp16"), ("module",),
-    "PyTorch eager (channels_last on CPU; fp16 on CUDA)"))
+    "torch", "esr.backends.torch_backend:TorchBackend", ("cpu", "cuda"), ("fp32", "bf16", "fp16"), ("module",),
+    "PyTorch eager (channels_last on CPU; bf16 on CPUs with AMX/AVX512-BF16; fp16/bf16 on CUDA)"))
 register_backend(BackendSpec(
     "onnxruntime", "esr.backends.ort_backend:OnnxRuntimeBackend", ("cpu", "cuda"), ("fp32", "fp16", "int8"),
     ("module", "onnx"), "ONNX Runtime on an .onnx file, or on the default-recipe deploy graph of a torch model",
     requires("onnxruntime", "onnxruntime", "pip install onnxruntime")))
 register_backend(BackendSpec(
+    "openvino", "esr.backends.openvino_backend:OpenVINOBackend", ("cpu", "gpu"), ("fp32", "bf16", "fp16", "int8"),
+    ("module", "onnx"), "OpenVINO on the same graphs (cpu, or gpu = Intel GPU): fp32/bf16/fp16 hints, INT8 QDQ graphs",
+    requires("openvino", "OpenVINO", "pip install 'esr[openvino]'")))
+register_backend(BackendSpec(
     "tensorrt", "esr.backends.trt_backend:TensorRTBackend", ("cuda",), ("fp32", "fp16", "int8"), ("engine",),
     "TensorRT engine from esr export --trt (CUDA only)", requires("tensorrt", "TensorRT", TRT_INSTALL_HINT)))
+register_backend(BackendSpec(
+    AUTO, "esr.backends.auto_backend:AutoBackend", ("cpu", "cuda", "gpu"), PRECISIONS, ("module", "onnx", "engine"),
+    "measure the installed backends x precisions once and run the fastest within the fidelity floor (cached)"))
 
 
 def backend_devices() -> list[str]:
@@ -97,8 +107,13 @@ def backend_devices() -> list[str]:
 
 
 def backend_names() -> list[str]:
-    """Registered backend names, in preference order (the CLI's ``--backend`` choices)."""
+    """Registered backend names, in preference order (the CLI's ``--backend`` choices; ``auto`` last)."""
     return list(BACKENDS)
+
+
+def runtime_names() -> list[str]:
+    """The backends that run a model themselves (every one but ``auto``)."""
+    return [name for name in BACKENDS if name != AUTO]
 
 
 def backend_precisions() -> list[str]:
@@ -120,7 +135,7 @@ def default_backend_for(loaded: "LoadedModel") -> str:
 
 
 def create_backend(name: str, model: "ModelSpec", device: str = "cpu", precision: str | None = None,
-                   threads: int = 0) -> Backend:
+                   threads: int = 0, **options: Any) -> Backend:
     """Build the backend ``name`` for ``model`` on ``device`` (EsrError with one line if impossible).
 
     Args:
@@ -128,7 +143,8 @@ def create_backend(name: str, model: "ModelSpec", device: str = "cpu", precision
             (a zoo name, checkpoint, ``.onnx``/engine path, or a module with a descriptor).
         precision: what to compute in; None: the backend's default (fp32 for torch, the graph's or
             engine's own precision for files).
-        threads: CPU threads for torch / onnxruntime (0: the library's default).
+        threads: CPU threads for torch / onnxruntime / OpenVINO (0: the library's default).
+        options: backend-specific keywords (``auto``: ``min_fidelity_db``, ``tile_hw``, ``quiet``).
 
     The checks run cheapest first: backend known, runtime installed, device, then the model.
     """
@@ -142,7 +158,7 @@ def create_backend(name: str, model: "ModelSpec", device: str = "cpu", precision
         raise EsrError(f"unknown device {device!r} (known: {', '.join(backend_devices())})")
     if device not in spec.devices:
         raise EsrError(f"the {name} backend runs on {', '.join(spec.devices)} only (use --device {spec.devices[0]})")
-    if precision is not None and precision not in PRECISIONS:
+    if precision is not None and precision not in PRECISIONS and not (precision == AUTO and name == AUTO):
         raise EsrError(f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})")
     if threads < 0:
         raise EsrError(f"threads must be >= 0 (got {threads})")
@@ -154,4 +170,4 @@ def create_backend(name: str, model: "ModelSpec", device: str = "cpu", precision
                        f"{loaded.kind} files (use --backend {default_backend_for(loaded)})")
     module_name, class_name = spec.factory.split(":")
     backend_class: Any = getattr(importlib.import_module(module_name), class_name)
-    return backend_class(loaded, device, precision, threads)
+    return backend_class(loaded, device, precision, threads, **options)

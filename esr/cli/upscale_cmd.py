@@ -90,7 +90,8 @@ def raise_opencv_pixel_limit(max_pixels: int) -> None:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from esr.backends import backend_devices, backend_names, backends_help
+    from esr.backends import backend_devices
+    from esr.cli.backend_args import add_backend_arguments
 
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -98,12 +99,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (created if missing)")
     parser.add_argument("--model", default=None,
                         help="zoo name, .pth checkpoint, .onnx file or TensorRT engine (default: the embedded model)")
-    parser.add_argument("--backend", choices=backend_names(), default=None,
-                        help=f"inference backend (default: the first that runs --model as is: onnxruntime for "
-                             f".onnx, tensorrt for engines, else torch). {backends_help()}")
+    add_backend_arguments(parser, backend_default="auto", precision_default="auto")
     parser.add_argument("--device", choices=backend_devices(), default=None,
                         help="default: cuda if available, else cpu")
-    parser.add_argument("--fp16", action="store_true", help="half precision on CUDA (tiles with NaN/Inf rerun in fp32)")
+    parser.add_argument("--fp16", action="store_true", help="same as --precision fp16")
     parser.add_argument("--threads", type=non_negative_int, default=0,
                         help="CPU threads for torch and onnxruntime (default 0: each library's own default)")
     parser.add_argument("--tile", type=int, default=0, help="tile side in input pixels; 0 = automatic (see below)")
@@ -167,9 +166,11 @@ def run(args: argparse.Namespace) -> int:
         raise EsrError("--tile, --tile-pad and --jobs must be >= 0")
     if not 1 <= args.quality <= 100:
         raise EsrError("--quality must be between 1 and 100")
+    if args.fp16 and args.precision not in ("auto", "fp16"):
+        raise EsrError(f"--fp16 and --precision {args.precision} contradict each other (--fp16 means --precision fp16)")
     options = BatchOptions(
         inputs=list(args.inputs), outdir=args.output, model=args.model, backend=args.backend, device=args.device,
-        fp16=args.fp16, threads=args.threads, tile=args.tile, tile_pad=args.tile_pad, outscale=args.outscale,
+        precision="fp16" if args.fp16 else args.precision, min_fidelity_db=args.min_fidelity_db, threads=args.threads, tile=args.tile, tile_pad=args.tile_pad, outscale=args.outscale,
         ext=args.ext, quality=args.quality, suffix=args.suffix, recursive=args.recursive, overwrite=args.overwrite,
         jobs=args.jobs, quiet=args.quiet, video=video_options(args),
         **({} if args.max_pixels is None else {"max_pixels": args.max_pixels}),
