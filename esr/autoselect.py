@@ -193,6 +193,10 @@ def measure(candidates: Iterable[Candidate], build: Callable[[Candidate], Runner
             runners[candidate] = build(candidate)
         except EsrError as err:
             trials[candidate] = Trial(candidate, error=str(err))
+    limits = [runner.max_hw for runner in runners.values() if getattr(runner, "max_hw", None)]
+    if limits:  # a static-shape graph among them: every input cropped to fit all
+        height, width = min(h for h, _ in limits), min(w for _, w in limits)
+        sample, tile = sample[..., :height, :width], tile[..., :height, :width]
     reference = next((c for c in references if c in runners), None)
     if reference is None:
         reasons = "; ".join(f"{c.label}: {trials[c].error}" for c in references if c in trials)

@@ -150,11 +150,12 @@ def cuda_graph_ms(net: torch.nn.Module, x: torch.Tensor, cfg: Config) -> float:
 def onnxruntime_section(cfg: Config, folder: Path) -> dict:
     import onnxruntime as ort
 
-    provider = "CPUExecutionProvider" if cfg.dry_run else "CUDAExecutionProvider"
-    if provider not in ort.get_available_providers():
-        raise Skip(f"onnxruntime {ort.__version__} has no {provider} (pip install onnxruntime-gpu)")
-    path = deploy_onnx(cfg, folder)
-    session = ort.InferenceSession(str(path), providers=[provider])
+    from esr.backends.sessions import CUDA_PROVIDER, ort_session
+
+    if not cfg.dry_run and CUDA_PROVIDER not in ort.get_available_providers():
+        raise Skip(f"onnxruntime {ort.__version__} has no {CUDA_PROVIDER} (pip install onnxruntime-gpu)")
+    provider = "CPUExecutionProvider" if cfg.dry_run else CUDA_PROVIDER
+    session = ort_session(deploy_onnx(cfg, folder), device=cfg.device)
     rows = []
     for shape in cfg.shapes:
         x = np.random.default_rng(0).random(shape, dtype=np.float32)

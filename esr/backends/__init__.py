@@ -90,12 +90,12 @@ register_backend(BackendSpec(
     ("module", "onnx"), "ONNX Runtime on an .onnx file, or on the default-recipe deploy graph of a torch model",
     requires("onnxruntime", "onnxruntime", "pip install onnxruntime")))
 register_backend(BackendSpec(
+    "tensorrt", "esr.backends.trt_backend:TensorRTBackend", ("cuda",), ("fp32", "fp16", "int8"), ("engine",),
+    "TensorRT engine from esr export --trt (CUDA only)", requires("tensorrt", "TensorRT", TRT_INSTALL_HINT)))
+register_backend(BackendSpec(
     "openvino", "esr.backends.openvino_backend:OpenVINOBackend", ("cpu", "gpu"), ("fp32", "bf16", "fp16", "int8"),
     ("module", "onnx"), "OpenVINO on the same graphs (cpu, or gpu = Intel GPU): fp32/bf16/fp16 hints, INT8 QDQ graphs",
     requires("openvino", "OpenVINO", "pip install 'esr[openvino]'")))
-register_backend(BackendSpec(
-    "tensorrt", "esr.backends.trt_backend:TensorRTBackend", ("cuda",), ("fp32", "fp16", "int8"), ("engine",),
-    "TensorRT engine from esr export --trt (CUDA only)", requires("tensorrt", "TensorRT", TRT_INSTALL_HINT)))
 register_backend(BackendSpec(
     AUTO, "esr.backends.auto_backend:AutoBackend", ("cpu", "cuda", "gpu"), PRECISIONS, ("module", "onnx", "engine"),
     "measure the installed backends x precisions once and run the fastest within the fidelity floor (cached)"))
@@ -134,6 +134,28 @@ def default_backend_for(loaded: "LoadedModel") -> str:
     raise EsrError(f"{loaded.label}: no backend runs a {loaded.kind} model")
 
 
+def usable_spec(name: str, device: str) -> BackendSpec:
+    """The spec of backend ``name`` if it is known, installed and runs on ``device``; else EsrError (one line)."""
+    if name not in BACKENDS:
+        raise EsrError(f"unknown backend {name!r} (known: {', '.join(BACKENDS)})")
+    spec: BackendSpec = BACKENDS.get(name)
+    reason = spec.available()
+    if reason is not None:
+        raise EsrError(f"{name} backend: {reason}")
+    if device not in backend_devices():
+        raise EsrError(f"unknown device {device!r} (known: {', '.join(backend_devices())})")
+    if device not in spec.devices:
+        raise EsrError(f"the {name} backend runs on {', '.join(spec.devices)} only (use --device {spec.devices[0]})")
+    return spec
+
+
+def check_kind(name: str, spec: BackendSpec, loaded: "LoadedModel") -> None:
+    """EsrError (one line) unless backend ``name`` runs ``loaded``'s kind (module, onnx, engine)."""
+    if loaded.kind not in spec.kinds:
+        raise EsrError(f"{loaded.label}: the {name} backend runs {' or '.join(spec.kinds)} models, not "
+                       f"{loaded.kind} files (use --backend {default_backend_for(loaded)})")
+
+
 def create_backend(name: str, model: "ModelSpec", device: str = "cpu", precision: str | None = None,
                    threads: int = 0, **options: Any) -> Backend:
     """Build the backend ``name`` for ``model`` on ``device`` (EsrError with one line if impossible).
@@ -148,16 +170,7 @@ def create_backend(name: str, model: "ModelSpec", device: str = "cpu", precision
 
     The checks run cheapest first: backend known, runtime installed, device, then the model.
     """
-    if name not in BACKENDS:
-        raise EsrError(f"unknown backend {name!r} (known: {', '.join(BACKENDS)})")
-    spec: BackendSpec = BACKENDS.get(name)
-    reason = spec.available()
-    if reason is not None:
-        raise EsrError(f"{name} backend: {reason}")
-    if device not in backend_devices():
-        raise EsrError(f"unknown device {device!r} (known: {', '.join(backend_devices())})")
-    if device not in spec.devices:
-        raise EsrError(f"the {name} backend runs on {', '.join(spec.devices)} only (use --device {spec.devices[0]})")
+    spec = usable_spec(name, device)
     if precision is not None and precision not in PRECISIONS and not (precision == AUTO and name == AUTO):
         raise EsrError(f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})")
     if threads < 0:
@@ -165,9 +178,7 @@ def create_backend(name: str, model: "ModelSpec", device: str = "cpu", precision
     from esr.loading import LoadedModel, open_model
 
     loaded = model if isinstance(model, LoadedModel) else open_model(model)
-    if loaded.kind not in spec.kinds:
-        raise EsrError(f"{loaded.label}: the {name} backend runs {' or '.join(spec.kinds)} models, not "
-                       f"{loaded.kind} files (use --backend {default_backend_for(loaded)})")
+    check_kind(name, spec, loaded)
     module_name, class_name = spec.factory.split(":")
     backend_class: Any = getattr(importlib.import_module(module_name), class_name)
     return backend_class(loaded, device, precision, threads, **options)

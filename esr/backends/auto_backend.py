@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 
 import torch
 
-from esr.autoselect import Candidate, Decision, auto_select, measure
+from esr.autoselect import Candidate, auto_select, measure
 from esr.errors import EsrError
 from esr.loading import LoadedModel
 
@@ -117,7 +116,7 @@ class AutoBackend:
             self.chosen = build(self.decision.chosen)
             built.clear()  # free the candidates not chosen
             if not quiet:
-                print(self.decision.line(), file=sys.stderr, flush=True)
+                print(self.decision.line(), flush=True)
         self.descriptor = self.chosen.descriptor
         self.device = self.chosen.device
         self.precision = self.chosen.precision
@@ -137,9 +136,11 @@ def make_backend(name: str, loaded: LoadedModel, device: str = "cpu", precision:
                  quiet: bool = False):
     """The backend the CLI and the Python API run: ``name`` at ``precision``, or :class:`AutoBackend` when either is
     ``auto`` (``--backend openvino --precision auto`` chooses among OpenVINO's precisions)."""
-    from esr.backends import AUTO, create_backend
+    from esr.backends import AUTO, check_kind, create_backend, usable_spec
 
     if name != AUTO and precision != AUTO:
         return create_backend(name, loaded, device, precision, threads)
+    if name != AUTO:  # its own one-line reasons first: not installed, wrong device, wrong kind of model
+        check_kind(name, usable_spec(name, device), loaded)
     return create_backend(AUTO, loaded, device, precision, threads, backends=None if name == AUTO else [name],
                           min_fidelity_db=min_fidelity_db, tile_hw=tile_hw, quiet=quiet)

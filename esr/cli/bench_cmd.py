@@ -7,7 +7,7 @@ import json
 from esr.cli.analyze_cmd import parse_shape
 
 HELP = ("time a model on the registered backends (warm-up, N runs, median and p90, machine recorded); "
-        "--backend all --precision all: every candidate with its fidelity, the table --backend auto chooses from")
+        "--precision all: every backend x precision with its fidelity, the table --backend auto chooses from")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from esr.backends import default_backend_for
+    from esr.backends import default_backend_for, runtime_names
     from esr.backends.auto_backend import make_backend
     from esr.bench import bench_backend, machine_info
     from esr.errors import EXIT_FAILED, EsrError
@@ -44,12 +44,21 @@ def run(args: argparse.Namespace) -> int:
     loaded = open_model(spec, scale=args.scale, allow_untrained=True)
     shapes = args.shape or [(1, 3, 256, 256)]
     machine = machine_info()
-    if "all" in (args.backend, args.precision):
+    if args.precision == "all":
         return candidate_table(args, loaded, shapes, machine)
-    backend = make_backend(args.backend or default_backend_for(loaded), loaded, args.device, args.precision,
-                           args.threads, args.min_fidelity_db, tuple(shapes[0][2:]), quiet=args.json)
-    records = [{"model": str(spec), **bench_backend(backend, shape, args.runs, args.warmup), "machine": machine}
-               for shape in shapes]
+    names = runtime_names() if args.backend == "all" else [args.backend or default_backend_for(loaded)]
+    records = []
+    for name in names:
+        try:
+            backend = make_backend(name, loaded, args.device, args.precision, args.threads, args.min_fidelity_db,
+                                   tuple(shapes[0][2:]), quiet=args.json)
+        except EsrError as err:
+            if args.backend != "all":
+                raise
+            print(f"skipped {name}: {err}")
+            continue
+        records += [{"model": str(spec), **bench_backend(backend, shape, args.runs, args.warmup), "machine": machine}
+                    for shape in shapes]
     if args.json:
         for record in records:
             print(json.dumps(record))
