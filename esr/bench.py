@@ -66,6 +66,18 @@ def time_runs(fn: Callable[[], object], runs: int = 10, warmup: int = 2, device:
     return Timing.from_times(times, warmup)
 
 
+def installed_version(*packages: str) -> str | None:
+    """The version of the first of ``packages`` that is installed (package metadata, no import), else None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for package in packages:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
 @lru_cache(maxsize=1)
 def cpu_model() -> str:
     """The CPU model name (``/proc/cpuinfo``, else ``platform.processor()``)."""

@@ -56,19 +56,17 @@ def model_key(loaded: LoadedModel) -> str:
 def decision_key(loaded: LoadedModel, candidates: list[Candidate], device: str, threads: int,
                  tile_hw: tuple[int, int]) -> dict:
     """Everything a cached decision depends on (:mod:`esr.autoselect`)."""
-    import onnxruntime
-
     from esr import __version__
-    from esr.backends.openvino_runtime import openvino_version
-    from esr.bench import cpu_model
+    from esr.bench import cpu_model, installed_version
     from esr.capabilities import cpu_summary
 
     return {"model": model_key(loaded), "kind": loaded.kind, "tile": [1, 3, *tile_hw], "device": device,
             "threads": threads, "candidates": [c.label for c in candidates],
             "machine": {"cpu": cpu_model(), "units": cpu_summary(), "cores": os.cpu_count(),
                         "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None},
-            "versions": {"esr": __version__, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-                         "openvino": openvino_version()}}
+            "versions": {"esr": __version__, "torch": torch.__version__,
+                         "onnxruntime": installed_version("onnxruntime", "onnxruntime-gpu"),
+                         "openvino": installed_version("openvino")}}
 
 
 class AutoBackend:

@@ -68,12 +68,10 @@ def ov_core() -> Any:
 
 
 def openvino_version() -> str | None:
-    """OpenVINO's version, None when it is not installed."""
-    try:
-        import openvino
-    except ImportError:
-        return None
-    return str(openvino.__version__).split("-")[0]
+    """OpenVINO's installed version (from its package metadata: no import), None when it is not installed."""
+    from esr.bench import installed_version
+
+    return installed_version("openvino")
 
 
 def check_support(device: str, precision: str) -> str:
