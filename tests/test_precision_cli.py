@@ -100,3 +100,21 @@ def test_openvino_backend_matches_onnxruntime_on_set5(shared, one_thread):
         expected, actual = ort(x), ov(x)
         assert actual.shape == expected.shape == (1, 3, x.shape[2] * 4, x.shape[3] * 4)
         assert float((actual - expected).abs().max()) <= 1e-4  # measured about 3e-6
+
+
+def test_fp16_graph_for_onnxruntime_cuda_keeps_float32_io(cache):
+    """The fp16 copy onnxruntime-gpu runs: fp16 weights, float32 input/output, descriptor says fp16 (CPU-checkable)."""
+    import onnx
+
+    from esr.backends.graph_cache import cached_deploy_graph, cached_fp16_graph
+    from esr.descriptor import read_metadata
+    from esr.loading import open_model
+
+    fp32 = cached_deploy_graph(open_model("rlfn_s_x4"))
+    half_path = cached_fp16_graph(fp32)
+    assert cached_fp16_graph(fp32) == half_path  # made once
+    half = onnx.load(str(half_path))
+    assert half.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert half.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in half.graph.initializer)
+    assert read_metadata(half).precision == "fp16" and read_metadata(onnx.load(str(fp32))).precision == "fp32"

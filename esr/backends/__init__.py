@@ -7,9 +7,11 @@ It pads inputs the model cannot take as they are and crops the result, moves eac
 to its device and the result back, so the caller never holds more than one tile on the
 device. Attributes every backend has:
 
-- ``name``: the registry key (``torch``, ``onnxruntime``, ``tensorrt``);
+- ``name``: the registry key (``torch``, ``onnxruntime``, ``tensorrt``, ``openvino``; ``auto`` picks
+  among them by measurement: :mod:`esr.backends.auto_backend`);
 - ``descriptor``: the model it runs (for a graph: the graph's, with its recipe and precision);
-- ``device``: ``"cpu"`` or ``"cuda"``; ``precision``: what it actually computes in (``fp32``, ``fp16``, ``int8``);
+- ``device``: ``"cpu"``, ``"cuda"`` or ``"gpu"`` (OpenVINO's Intel GPU); ``precision``: what it actually
+  computes in (``fp32``, ``bf16``, ``fp16``, ``int8``); a precision it cannot run is an EsrError (exit 2);
 - ``max_hw``: ``(H, W)`` the largest input it accepts, or ``None`` for any size
   (the :class:`esr.upscaler.Upscaler` tiles inputs to fit).
 

@@ -34,9 +34,12 @@ def candidates_for(loaded: LoadedModel, device: str, backends: list[str] | None,
         if loaded.kind not in spec.kinds or device not in spec.devices:
             continue
         precisions = spec.precisions if precision in (None, "auto") else [p for p in spec.precisions if p == precision]
+        if loaded.kind == "engine":  # an engine runs at the precision it was built in, nothing else
+            precisions = [p for p in precisions if p == loaded.descriptor.precision]
         found += [Candidate(name, p, device) for p in precisions]
     if not found:
-        raise EsrError(f"{loaded.label}: no backend runs a {loaded.kind} model at {precision} on {device}")
+        at = "" if precision in (None, "auto") else f" at {precision}"
+        raise EsrError(f"{loaded.label}: no installed backend runs this {loaded.kind} model on {device}{at}")
     return found
 
 

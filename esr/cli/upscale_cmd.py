@@ -42,6 +42,13 @@ rerunning the same command after an interrupt or a kill continues from the last 
 segment. Animated GIF/WebP/APNG keep every frame, durations and loop; multi-page TIFF
 keeps every page. Videos and animations keep their format whatever --ext says.
 
+backend and precision: --backend auto --precision auto (default) measures the installed
+backends x precisions once per model, machine, library versions and tile (a few seconds to
+half a minute; cached under the esr cache dir), prints "auto: CHOICE, Nx over onnxruntime fp32,
+D dB vs fp32" and runs the fastest whose output stays within --min-fidelity-db (52.5) of fp32 on
+the package's sample image. Name both to force a choice; a combination this machine cannot run
+is refused with the reason (exit 2). See docs/precision.md.
+
 exit status: 0 all done (existing outputs skipped), 1 some inputs failed (also: a folder
 or glob without images), 2 usage error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 The last line is "N upscaled, M skipped[ (K being written by another run)], F failed".
