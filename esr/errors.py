@@ -4,7 +4,8 @@ Exit codes (every command; ``docs/errors.md`` has the table per command):
 0 done; 1 some inputs failed (the rest were processed) or a check failed; 2 bad arguments,
 a bad model or a refused output file: nothing was done; 3/4 ``esr export --trt`` without
 TensorRT / TensorRT could not build; 70 an unexpected internal error (a bug: rerun with
-``--debug`` for the traceback); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM).
+``--debug`` for the traceback); 130 interrupted (Ctrl-C); 141 the reader of the output went away
+(``esr models | head -1``, no message); 143 terminated (SIGTERM).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ EXIT_FAILED = 1  # some inputs failed, the rest were processed
 EXIT_USAGE = 2  # bad arguments or a bad model file: nothing was done
 EXIT_INTERNAL = 70  # an unexpected exception (EX_SOFTWARE): a bug, not a user error
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+EXIT_BROKEN_PIPE = 141  # stdout's reader closed the pipe (128 + SIGPIPE), as for other command-line tools
 EXIT_TERMINATED = 143  # SIGTERM (128 + SIGTERM)
 
 

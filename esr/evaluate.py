@@ -77,8 +77,11 @@ def evaluate(model: nn.Module | Backend, data_dir: str | Path, scale: int | None
     pairs = find_pairs(data_dir, scale)
     upscaler = Upscaler(model, tile=0, memory_budget=sys.maxsize)
     scores = []
-    for pair in tqdm(pairs, desc=f"eval x{scale}", disable=not progress, leave=False):
+    for pair in tqdm(pairs, desc=f"eval x{scale}", disable=None if progress else True, leave=False):
         hr = mod_crop(read_bgr_uint8(pair.hr_path), scale)
+        if min(hr.shape[:2]) <= 2 * scale:  # the score crops `scale` pixels at each border
+            raise EsrError(f"{pair.hr_path}: HR image too small to score at x{scale} "
+                           f"(needs more than {2 * scale} pixels per side)", exit_code=1)
         lr = read_bgr_uint8(pair.lr_path) if pair.lr_path else matlab_bicubic_downscale(hr, scale)
         if lr.shape[0] * scale != hr.shape[0] or lr.shape[1] * scale != hr.shape[1]:
             raise EsrError(f"{pair.lr_path}: LR size {lr.shape[1]}x{lr.shape[0]} is not HR/{scale}", exit_code=1)

@@ -157,6 +157,14 @@ def write_bytes_atomically(path: str | Path, data: bytes, overwrite: bool = True
     return replace_atomically(path, lambda tmp: Path(tmp).write_bytes(data), overwrite)
 
 
+def append_atomically(path: str | Path, text: str) -> Path:
+    """Append ``text`` to a small file esr owns (a log such as ``val_curve.jsonl``): the old content plus
+    ``text`` go to a temp file that replaces it, so a kill never leaves half a line."""
+    path = Path(path)
+    old = path.read_bytes() if path.is_file() else b""
+    return write_bytes_atomically(path, old + text.encode())
+
+
 def write_output_bytes(path: str | Path, data: bytes, sources: Iterable[str | Path] = (),
                        overwrite: bool = False, exit_code: int = EXIT_USAGE) -> Path:
     """:func:`write_output` for a bytes payload."""

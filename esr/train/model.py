@@ -31,7 +31,7 @@ from basicsr.utils import get_root_logger  # noqa: E402
 from basicsr.utils.dist_util import master_only  # noqa: E402
 
 from esr.evaluate import evaluate  # noqa: E402
-from esr.fileio import replace_atomically, write_bytes_atomically  # noqa: E402
+from esr.fileio import append_atomically, replace_atomically, write_bytes_atomically  # noqa: E402
 from esr.loading import read_checkpoint, save_checkpoint  # noqa: E402
 from esr.train.bridge import weights_only_loads  # noqa: E402
 from esr.train.losses import ContrastiveLoss  # noqa: E402
@@ -153,5 +153,4 @@ class ESRModel(SRModel):
             tb_logger.add_scalar(f"metrics/{name}/psnr_y", psnr, current_iter)
             tb_logger.add_scalar(f"metrics/{name}/ssim_y", ssim, current_iter)
         record = {"iter": current_iter, "dataset": name, "psnr_y": psnr, "ssim_y": ssim, "time": time.time()}
-        with open(Path(self.opt["path"]["experiments_root"]) / "val_curve.jsonl", "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_atomically(Path(self.opt["path"]["experiments_root"]) / "val_curve.jsonl", json.dumps(record) + "\n")

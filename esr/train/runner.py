@@ -40,8 +40,8 @@ import yaml
 
 from esr.errors import EsrError
 from esr.fileio import replace_atomically, write_bytes_atomically
+from esr.limits import build_arch
 from esr.loading import read_checkpoint, save_checkpoint
-from esr.registry import ARCH_REGISTRY
 from esr.train.options import stage_options
 from esr.train.schema import validate_document
 from esr.train.state import load_training_state
@@ -53,7 +53,7 @@ log = logging.getLogger("basicsr.esr")
 def build_network(network_opt: dict[str, Any]) -> nn.Module:
     """The arch named by ``network_opt['type']`` with the other keys as kwargs."""
     kwargs = {key: value for key, value in network_opt.items() if key != "type"}
-    return ARCH_REGISTRY.get(network_opt["type"])(**kwargs)
+    return build_arch(network_opt["type"], kwargs, "network_g")
 
 
 def load_latest_state(opt: dict[str, Any]) -> dict[str, Any] | None:
