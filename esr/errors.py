@@ -9,6 +9,8 @@ TensorRT / TensorRT could not build; 70 an unexpected internal error (a bug: rer
 """
 from __future__ import annotations
 
+import re
+
 EXIT_OK = 0
 EXIT_FAILED = 1  # some inputs failed, the rest were processed
 EXIT_USAGE = 2  # bad arguments or a bad model file: nothing was done
@@ -30,9 +32,15 @@ class Terminated(KeyboardInterrupt):
     """Raised in the main thread on SIGTERM, so that it gets the same clean-up as Ctrl-C."""
 
 
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
 def one_line(text: str) -> str:
-    """``text`` with its lines joined by spaces (a message must never span or glue lines)."""
-    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    """``text`` with its lines joined by spaces (a message must never span or glue lines), without terminal
+    escape sequences or control characters (messages quote third-party errors and file names)."""
+    text = CONTROL.sub("?", ANSI_ESCAPE.sub("", str(text)).replace("\t", " "))
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 def error_line(message: str) -> str:

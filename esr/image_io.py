@@ -97,7 +97,7 @@ def _open_header(data: bytes, path: Path, max_pixels: int) -> Header:
                           handle.info.get("icc_profile") or None)
 
 
-def _header(data: bytes, path: Path, max_pixels: int) -> Header:
+def read_header(data: bytes, path: Path, max_pixels: int) -> Header:
     """The :class:`Header` of ``data``; EsrError if it is not an image or is over ``max_pixels``."""
     from PIL import Image as PILImage
     from PIL import UnidentifiedImageError
@@ -148,7 +148,7 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
         raise EsrError(f"{path}: cannot read ({err.strerror or err})", exit_code=1) from None
     if not data:
         raise EsrError(f"{path}: empty file (0 bytes)", exit_code=1)
-    header = _header(data, path, max_pixels)
+    header = read_header(data, path, max_pixels)
     try:
         decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as err:

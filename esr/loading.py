@@ -257,10 +257,24 @@ def read_torch_file(path: Path) -> Any:
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise EsrError(f"{path}: not a weights checkpoint: it holds Python objects other than tensors "
-                       f"({_first_line(err)})") from None
+        reason = _unpickler_reason(err)
+        if "global" in reason.lower():
+            raise EsrError(f"{path}: not a weights checkpoint: it holds Python objects other than tensors, "
+                           f"which esr never unpickles ({reason})") from None
+        raise EsrError(f"{path}: corrupt or unreadable checkpoint ({reason})") from None
     except Exception as err:  # noqa: BLE001  (arbitrary bytes make torch raise KeyError, EOFError, zip errors...)
         raise EsrError(f"{path}: corrupt or unreadable checkpoint ({type(err).__name__}: {_first_line(err)})") from None
+
+
+def _unpickler_reason(err: pickle.UnpicklingError) -> str:
+    """The weights-only unpickler's own reason (``Unsupported global: GLOBAL io.open ...``), without torch's advice."""
+    text = str(err)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        rest = text.split(marker, 1)[1].strip()
+        reason = rest.split("\n", 1)[0].strip()
+        return reason.split(". ", 1)[0].rstrip(".") if reason else _first_line(err)
+    return _first_line(err)
 
 
 def read_safetensors_file(path: Path) -> dict[str, torch.Tensor]:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import logging
 import pickle
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ import torch.nn as nn
 import yaml
 
 from esr.errors import EsrError
-from esr.fileio import replace_atomically, write_bytes_atomically
+from esr.fileio import write_bytes_atomically, write_bytes_if_changed
 from esr.limits import build_arch
 from esr.loading import read_checkpoint, save_checkpoint
 from esr.train.options import stage_options
@@ -135,7 +134,7 @@ def collect_curve(run_dir: Path, stages: list[tuple[str, dict[str, Any]]], root:
         for it in sorted(records):
             curve.append({"stage": stage, "total_iter": offset + it, **records[it]})
         offset += int(opt["train"]["total_iter"])
-    write_bytes_atomically(run_dir / "curve.json", json.dumps(curve, indent=1).encode())
+    write_bytes_if_changed(run_dir / "curve.json", json.dumps(curve, indent=1).encode())
     return curve
 
 
@@ -207,7 +206,7 @@ def train_document(doc: dict[str, Any], root: Path | None = None, source: str | 
         write_bytes_atomically(record, json.dumps(result_options(opt), indent=1).encode())
         export_stage(opt, root, done)
         previous = done
-    final = replace_atomically(run_dir / "final.pth", lambda tmp: shutil.copyfile(previous, tmp))
+    final = write_bytes_if_changed(run_dir / "final.pth", previous.read_bytes())
     collect_curve(run_dir, stages, root)
     return final
 

@@ -118,7 +118,7 @@ class Checker:
         if not isinstance(node, dict):
             self.problem(path, f"must be a mapping, not {type(node).__name__}")
             return {}
-        known = keys.known + extra
+        known = tuple(dict.fromkeys(keys.known + extra))
         prefix = f"{path}." if path else ""
         for key in node:
             if key not in known:
