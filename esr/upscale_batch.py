@@ -151,10 +151,16 @@ def plan_batch(options: BatchOptions) -> Plan:
     kinds = [kind_of(item.path) for item in found]
     dests = [outdir / item.rel / f"{item.path.stem}{options.suffix}{kind.output_suffix(item.path, options)}"
              for item, kind in zip(found, kinds)]
-    planned = set(dests)
+    producers: dict[Path, set[Path]] = {}
+    for item, dest in zip(found, dests):
+        producers.setdefault(dest, set()).add(item.path.resolve())
+
+    def output_of_another(item: Found) -> bool:
+        return bool(producers.get(item.path.resolve(), set()) - {item.path.resolve()})
+
     earlier = [is_earlier_output(item, dest, options.suffix) for item, dest in zip(found, dests)]
     inputs = [(item, dest, kind.name) for item, dest, kind, ours in zip(found, dests, kinds, earlier)
-              if not (ours or (item.scanned and item.path.resolve() in planned))]
+              if not (ours or (item.scanned and output_of_another(item)))]
     protected = {file_id(item.path) for item, ours in zip(found, earlier) if not ours}
     claimed: dict[Path, Path] = {}
     for item, dest, kind in inputs:

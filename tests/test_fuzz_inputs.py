@@ -220,6 +220,7 @@ OPTIONS: dict[str, Callable[[], bytes]] = {
     "missing_keys.yml": lambda: b"name: lonely\nscale: 4\n",
     "absurd_network.yml": lambda: yaml_valid().replace("feature_channels: 48", "feature_channels: 200000").encode(),
     "unknown_arch.yml": lambda: yaml_valid().replace("type: RLFN", "type: RLFNX").encode(),
+    "missing_data.yml": lambda: yaml_valid().replace("datasets/DIV2K/", "no/such/folder/").encode(),
 }
 
 

@@ -175,6 +175,19 @@ def check_finished_stage(record: Path, opt: dict[str, Any], stage: str, done: Pa
             f"after it in 'stages' (it starts from {done.name}); to start over, use a new name (name=...)")
 
 
+def check_data_folders(opt: dict[str, Any], label: str) -> None:
+    """EsrError (exit 2) naming every ``datasets.*.dataroot*`` of a stage that does not exist, before training."""
+    missing = []
+    for phase, dataset in (opt.get("datasets") or {}).items():
+        for key, value in (dataset or {}).items():
+            if key.startswith("dataroot") and value is not None:
+                missing += [f"datasets.{phase}.{key}: {path}" for path in (value if isinstance(value, list) else [value])
+                            if not Path(str(path)).exists()]
+    if missing:
+        more = f"; and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise EsrError(f"{label}: training data not found: {'; '.join(missing[:3])}{more}")
+
+
 def train_document(doc: dict[str, Any], root: Path | None = None, source: str | None = None) -> Path:
     """Validate ``doc`` (errors name ``source``, default its name), then run every unfinished stage in
     order; returns the path of ``final.pth``."""
@@ -185,6 +198,9 @@ def train_document(doc: dict[str, Any], root: Path | None = None, source: str | 
     root = Path(root or Path.cwd()).resolve()
     stages = stage_options(doc)
     run_dir = root / "experiments" / doc["name"]
+    for stage, opt in stages:
+        if not (run_dir / f"stage_{stage}.pth").is_file():
+            check_data_folders(opt, f"{source or doc['name']}: stage {stage}")
     (run_dir / "stages").mkdir(parents=True, exist_ok=True)
     transforms = {stage["name"]: stage.get("warm_start_transform") for stage in doc.get("stages") or []}
     previous: Path | None = None
