@@ -8,7 +8,10 @@
   Y-PSNR/SSIM to the BasicSR log and tensorboard, appends ``{iter, psnr_y, ssim_y}`` to
   ``val_curve.jsonl`` in the experiment folder and keeps ``models/net_g_best.pth`` (an esr
   checkpoint) with its score in ``net_g_best.json`` so a resumed run keeps the true best;
-* a warm start (``path.pretrain_network_g``) is checked and logged key by key.
+* a warm start (``path.pretrain_network_g``) is checked and logged key by key;
+* distributed (``opt['dist']``): DistributedDataParallel also on CPU (gloo; BasicSR passes a CUDA
+  device id), and at every save each rank's weights digest is gathered and logged by rank 0: the ranks
+  must hold identical weights, a mismatch stops the run.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from typing import Any
 import torch
 
 from esr.compat import import_basicsr
+from esr.errors import EsrError
 
 import_basicsr()
 from basicsr.models.sr_model import SRModel  # noqa: E402
@@ -28,6 +32,7 @@ from basicsr.utils import get_root_logger  # noqa: E402
 
 from esr.evaluate import evaluate  # noqa: E402
 from esr.loading import read_checkpoint, save_checkpoint  # noqa: E402
+from esr.train.distributed import gather_digests  # noqa: E402
 from esr.train.losses import ContrastiveLoss  # noqa: E402
 
 
@@ -43,6 +48,11 @@ def warm_start_report(net: torch.nn.Module, path: str) -> str:
             f"not loaded: {missing or 'none'}; unused in file: {unused or 'none'}")
 
 
+def memory_format_of(opt: dict[str, Any]) -> torch.memory_format:
+    """``channels_last`` if ``train.channels_last`` is set, else the default layout."""
+    return torch.channels_last if (opt.get("train") or {}).get("channels_last") else torch.contiguous_format
+
+
 class ESRModel(SRModel):
     """SR model for esr's YAML options (``model_type: ESRModel``)."""
 
@@ -52,6 +62,27 @@ class ESRModel(SRModel):
         if load_path:
             get_root_logger().info(warm_start_report(self.get_bare_model(self.net_g), load_path))
 
+    def model_to_device(self, net: torch.nn.Module) -> torch.nn.Module:
+        # the layout is set before DDP wraps the net: DDP's gradient buckets follow the parameters' layout
+        net = net.to(self.device, memory_format=memory_format_of(self.opt))
+        if self.opt["dist"] and self.device.type == "cpu":
+            return torch.nn.parallel.DistributedDataParallel(
+                net, find_unused_parameters=self.opt.get("find_unused_parameters", False))
+        return super().model_to_device(net)
+
+    def save(self, epoch: int, current_iter: int) -> None:
+        super().save(epoch, current_iter)
+        if self.opt["dist"]:
+            self.check_ranks_agree(current_iter)
+
+    def check_ranks_agree(self, current_iter: int) -> None:
+        """Gather every rank's weights digest; rank 0 logs them; EsrError on every rank if they differ."""
+        digests = gather_digests(self.get_bare_model(self.net_g).state_dict())
+        where = "end" if current_iter == -1 else f"iter {current_iter}"
+        if len(set(digests)) != 1:
+            raise EsrError(f"{self.opt['name']}: ranks hold different weights at {where}: {digests}")
+        get_root_logger().info(f"weights digest at {where}, identical on all {len(digests)} ranks: {digests[0]}")
+
     def init_training_settings(self) -> None:
         super().init_training_settings()
         train_opt = self.opt["train"]
@@ -60,8 +91,7 @@ class ESRModel(SRModel):
         if train_opt.get("amp") and not self.use_amp:
             get_root_logger().warning("train.amp is ignored: automatic mixed precision needs CUDA")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        self.memory_format = torch.channels_last if train_opt.get("channels_last") else torch.contiguous_format
-        self.net_g.to(memory_format=self.memory_format)
+        self.memory_format = memory_format_of(self.opt)  # net_g has it (model_to_device)
 
     def feed_data(self, data: dict[str, Any]) -> None:
         super().feed_data(data)

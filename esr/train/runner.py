@@ -18,6 +18,9 @@ those weights first, calibrated on a few LR crops of the stage's training set.
 Re-running the same command skips finished stages and resumes the unfinished one from
 its newest readable BasicSR training state (CPU-safe; BasicSR 1.4.2's own resume
 requires CUDA), so a run killed at any point continues where it was.
+
+Distributed runs (torchrun/SLURM, see :mod:`esr.train.distributed`) take the same path on every
+rank: rank 0 decides what is finished and which state to resume from, and writes the runner's files.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ import yaml
 from esr.errors import EsrError
 from esr.loading import read_checkpoint, save_checkpoint
 from esr.registry import ARCH_REGISTRY
+from esr.train.distributed import current, run_on_main
 from esr.train.options import stage_options
 from esr.train.transforms import WARM_START_TRANSFORMS
 
@@ -48,32 +52,42 @@ def build_network(network_opt: dict[str, Any]) -> nn.Module:
     return ARCH_REGISTRY.get(network_opt["type"])(**kwargs)
 
 
-def load_latest_state(opt: dict[str, Any]) -> dict[str, Any] | None:
-    """Replacement for ``basicsr.train.load_resume_state``: newest readable state, CPU-safe.
+def newest_readable_state(opt: dict[str, Any]) -> Path | None:
+    """The newest ``training_states/{iter}.state`` whose state and ``models/net_g_{iter}.pth`` both load.
 
-    A state is used only if both ``training_states/{iter}.state`` and
-    ``models/net_g_{iter}.pth`` load (a kill during BasicSR's non-atomic save leaves a
-    truncated file; older states are tried next). The state is a pickle BasicSR wrote
-    for this run, so it is loaded with ``weights_only=False``.
+    A kill during BasicSR's non-atomic save leaves a truncated file; older states are tried next.
+    The state is a pickle BasicSR wrote for this run, so it is loaded with ``weights_only=False``.
     """
-    from basicsr.utils import check_resume
-
     states_dir = Path(opt["path"]["training_states"])
     iters = sorted((int(p.stem) for p in states_dir.glob("*.state") if p.stem.isdigit()), reverse=True) \
         if states_dir.is_dir() else []
     for current in iters:
         state_path = states_dir / f"{current}.state"
         try:
-            state = torch.load(state_path, map_location="cpu", weights_only=False)
+            torch.load(state_path, map_location="cpu", weights_only=False)
             read_checkpoint(Path(opt["path"]["models"]) / f"net_g_{current}.pth")
         except (EsrError, RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
             log.warning("skipping unreadable training state %s (%s)", state_path, err)
             continue
-        opt["path"]["resume_state"] = str(state_path)
-        check_resume(opt, current)
-        log.info("resuming %s from iteration %d", opt["name"], current)
-        return state
+        return state_path
     return None
+
+
+def load_latest_state(opt: dict[str, Any]) -> dict[str, Any] | None:
+    """Replacement for ``basicsr.train.load_resume_state``: newest readable state, CPU-safe.
+
+    Rank 0 chooses the state (:func:`newest_readable_state`); every rank loads that one.
+    """
+    from basicsr.utils import check_resume
+
+    state_path = run_on_main(lambda: newest_readable_state(opt))
+    if state_path is None:
+        return None
+    state = torch.load(state_path, map_location="cpu", weights_only=False)
+    opt["path"]["resume_state"] = str(state_path)
+    check_resume(opt, state["iter"])
+    log.info("resuming %s from iteration %d", opt["name"], state["iter"])
+    return state
 
 
 def reset_basicsr_logger() -> None:
@@ -87,14 +101,17 @@ def reset_basicsr_logger() -> None:
     bsr_logger.initialized_logger.pop("basicsr", None)
 
 
-def run_basicsr(opt_file: Path, root: Path) -> None:
-    """One BasicSR ``train_pipeline`` on ``opt_file`` (auto-resume on), experiments under ``root``."""
+def run_basicsr(opt_file: Path, root: Path, launcher: str = "none") -> None:
+    """One BasicSR ``train_pipeline`` on ``opt_file`` (auto-resume on), experiments under ``root``.
+
+    ``launcher`` other than ``none`` needs the process group started (:mod:`esr.train.distributed`).
+    """
     import basicsr.train as bsr_train
 
     bsr_train.load_resume_state = load_latest_state
     reset_basicsr_logger()
     saved_argv = sys.argv
-    sys.argv = ["esr train", "-opt", str(opt_file), "--auto_resume"]
+    sys.argv = ["esr train", "-opt", str(opt_file), "--auto_resume", "--launcher", launcher]
     try:
         bsr_train.train_pipeline(str(root))
     finally:
@@ -127,37 +144,65 @@ def collect_curve(run_dir: Path, stages: list[tuple[str, dict[str, Any]]], root:
     return curve
 
 
-def train_document(doc: dict[str, Any], root: Path | None = None) -> Path:
-    """Run every unfinished stage of ``doc`` in order; returns the path of ``final.pth``."""
+def batch_line(stage: str, opt: dict[str, Any], world_size: int) -> str:
+    """``stage S: batch B per process x N processes = global batch B*N`` (BasicSR's batch_size_per_gpu).
+
+    One process with several GPUs (``num_gpu`` > 1, no launcher) is BasicSR's DataParallel: B per GPU.
+    """
+    per_device = int(opt["datasets"]["train"]["batch_size_per_gpu"])
+    if world_size > 1:
+        return f"stage {stage}: batch {per_device} per process x {world_size} processes = global batch {per_device * world_size}"
+    gpus = torch.cuda.device_count() if opt.get("num_gpu") == "auto" else int(opt.get("num_gpu") or 0)
+    if gpus > 1:
+        return f"stage {stage}: batch {per_device} per GPU x {gpus} GPUs (DataParallel) = global batch {per_device * gpus}"
+    return f"stage {stage}: batch {per_device} in 1 process = global batch {per_device}"
+
+
+def train_document(doc: dict[str, Any], root: Path | None = None, launcher: str = "none") -> Path:
+    """Run every unfinished stage of ``doc`` in order; returns the path of ``final.pth``.
+
+    Distributed (``launcher`` pytorch/slurm, process group already started): every rank runs this;
+    rank 0 alone decides which stages are finished and writes the runner's files (stage options,
+    warm-start files, stage markers, ``final.pth``, ``curve.json``) while the others wait for it.
+    """
     from esr.train.bridge import register_all
 
     register_all()
     root = Path(root or Path.cwd()).resolve()
+    world_size = current().world_size
     stages = stage_options(doc)
     run_dir = root / "experiments" / doc["name"]
-    (run_dir / "stages").mkdir(parents=True, exist_ok=True)
+    run_on_main(lambda: (run_dir / "stages").mkdir(parents=True, exist_ok=True))
     transforms = {stage["name"]: stage.get("warm_start_transform") for stage in doc.get("stages") or []}
     previous: Path | None = None
     for index, (stage, opt) in enumerate(stages):
         done = run_dir / f"stage_{stage}.pth"
-        if done.is_file():
+        if run_on_main(done.is_file):
             log.info("stage %s already finished (%s), skipped", stage, done)
             previous = done
             continue
         if previous is not None:
-            opt["path"] = {**opt.get("path", {}), "pretrain_network_g": str(warm_start_file(previous, transforms.get(stage), run_dir, stage, opt)),
+            start = run_on_main(lambda: warm_start_file(previous, transforms.get(stage), run_dir, stage, opt))
+            opt["path"] = {**opt.get("path", {}), "pretrain_network_g": str(start),
                            "param_key_g": "params", "strict_load_g": True}
         opt_file = run_dir / "stages" / f"{index}_{stage}.yml"
-        opt_file.write_text(yaml.safe_dump(opt, sort_keys=False))
+        run_on_main(lambda: opt_file.write_text(yaml.safe_dump(opt, sort_keys=False)))
         log.info("stage %s (%d/%d): %s", stage, index + 1, len(stages), opt_file)
-        run_basicsr(opt_file, root)
-        export_stage(opt, root, done)
+        log.info(batch_line(stage, opt, world_size))
+        run_basicsr(opt_file, root, launcher)
+        run_on_main(lambda: export_stage(opt, root, done))
         previous = done
     final = run_dir / "final.pth"
-    shutil.copyfile(previous, run_dir / ".final.pth.part")
+    run_on_main(lambda: write_final(previous, final, run_dir, stages, root))
+    return final
+
+
+def write_final(last_stage: Path, final: Path, run_dir: Path, stages: list[tuple[str, dict[str, Any]]],
+                root: Path) -> None:
+    """Copy the last stage's weights to ``final`` (atomically) and write ``curve.json``."""
+    shutil.copyfile(last_stage, run_dir / ".final.pth.part")
     (run_dir / ".final.pth.part").replace(final)
     collect_curve(run_dir, stages, root)
-    return final
 
 
 def calibration_batch(opt: dict[str, Any], count: int = 8) -> torch.Tensor:
