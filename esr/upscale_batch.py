@@ -5,6 +5,11 @@ model; at most ``jobs + 1`` decoded images wait for the model and at most ``jobs
 results wait to be written, so memory stays bounded. A bad input prints one
 ``error: PATH: reason`` line and the batch goes on; existing outputs are skipped unless
 ``overwrite``; Ctrl-C lets writes in flight finish (each is atomic) and stops.
+
+One file's work is :func:`upscale_file` (check output -> read -> upscale -> write safely); the
+threaded pipeline runs the same steps (:func:`read_input`, :func:`write_output`) overlapped, and Ray
+actors (:mod:`esr.scale.ray_batch`) call :func:`upscale_file` itself, so the rules on outputs live
+in those two steps. ``--shard I/N`` (:mod:`esr.scale.shard`) keeps this process's part of the plan.
 """
 from __future__ import annotations
 
@@ -15,11 +20,13 @@ import warnings
 from collections import deque
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from esr.errors import EXIT_FAILED, EXIT_OK, EsrError
-from esr.image_io import READ_SUFFIXES, output_suffix, read_image, write_image
+from esr.image_io import READ_SUFFIXES, Image, output_suffix, read_image, write_image
+from esr.scale.shard import Shard
 
 if TYPE_CHECKING:
     from esr.upscaler import Upscaler
@@ -45,6 +52,9 @@ class BatchOptions:
     overwrite: bool = False
     jobs: int = 2
     quiet: bool = False
+    shard: Shard | None = None  # this process's shard of the outputs (None: all)
+    ray: str | None = None  # None: no Ray; "": ray.init()'s default cluster; else its address
+    ray_actors: int = 0  # 0: one per GPU, else one per CPU, of the Ray cluster
 
 
 @dataclass(frozen=True)
@@ -117,6 +127,18 @@ def plan_batch(options: BatchOptions) -> Plan:
     return plan
 
 
+def select_shard(plan: Plan, shard: Shard | None, outdir: Path) -> Plan:
+    """The part of ``plan`` that ``shard`` owns (by relative output path); listing errors go to shard 0 only."""
+    if shard is None:
+        return plan
+    outdir = outdir.resolve()
+
+    def mine(tasks: list[Task]) -> list[Task]:
+        return [task for task in tasks if shard.owns(task.dest.relative_to(outdir).as_posix())]
+
+    return Plan(todo=mine(plan.todo), skipped=mine(plan.skipped), errors=plan.errors if shard.index == 0 else [])
+
+
 def check_writable(outdir: Path) -> None:
     """Create ``outdir`` and a probe file in it; EsrError (exit 2) if that fails."""
     try:
@@ -159,10 +181,46 @@ def _reason(err: Exception) -> str:
     return text[0] if text else type(err).__name__
 
 
+def failure_line(path: Path, err: Exception) -> str:
+    """The one ``error: PATH: reason`` line for a file that failed (EsrError messages name their file)."""
+    return f"error: {err}" if isinstance(err, EsrError) else f"error: {path}: {_reason(err)}"
+
+
+def output_done(task: Task, options: BatchOptions) -> bool:
+    """True if ``task``'s output exists and may not be replaced: written by an earlier, a concurrent
+    (another shard) or an interrupted-and-retried run; every writer is atomic, so it is complete."""
+    return not options.overwrite and task.dest.exists()
+
+
+def read_input(task: Task, options: BatchOptions) -> Image | None:
+    """First step of a file: its decoded input, or None if its output is done meanwhile (skip it)."""
+    return None if output_done(task, options) else read_image(task.src)
+
+
+def write_output(result: Image, task: Task, options: BatchOptions) -> bool:
+    """Last step of a file: write ``result`` (temp file + rename); False if the output appeared meanwhile."""
+    if output_done(task, options):
+        return False
+    write_image(result, task.dest, options.quality, options.overwrite)
+    return True
+
+
+def upscale_file(task: Task, upscaler: Upscaler, options: BatchOptions,
+                 progress: Callable[[float], None] | None = None) -> bool:
+    """One file, start to end: read -> upscale -> write safely. True: written; False: skipped (output done).
+
+    Raises on failure (the caller reports it with :func:`failure_line`). Running it twice for one task
+    (a retried Ray task, overlapping shards) writes at most once unless ``overwrite``.
+    """
+    image = read_input(task, options)
+    return image is not None and write_output(upscaler.upscale_image(image, progress=progress), task, options)
+
+
 @dataclass
 class Counts:
     done: int = 0
     failed: int = 0
+    skipped: int = 0  # outputs that appeared after planning
 
 
 def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, counts: Counts,
@@ -183,16 +241,18 @@ def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, c
 
     def prefetch() -> None:
         while len(reads) < depth and (task := next(pending, None)) is not None:
-            reads.append((task, pool.submit(read_image, task.src)))
+            reads.append((task, pool.submit(read_input, task, options)))
 
     def finish_write() -> None:
         task, future = writes.popleft()
         try:
-            future.result()
-            counts.done += 1
+            if future.result():
+                counts.done += 1
+            else:
+                counts.skipped += 1
         except Exception as err:  # any failure of one file is reported and the batch goes on
             counts.failed += 1
-            say(f"error: {err}" if isinstance(err, EsrError) else f"error: {task.dest}: {_reason(err)}")
+            say(failure_line(task.dest, err))
 
     try:
         prefetch()
@@ -206,13 +266,18 @@ def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, c
                 bar.update(fraction)
 
             try:
-                result = upscaler.upscale_image(future.result(), progress=advance)
+                image = future.result()
+                if image is None:
+                    counts.skipped += 1
+                    bar.update(1.0)
+                    continue
+                result = upscaler.upscale_image(image, progress=advance)
             except Exception as err:  # one file's failure (decode, model, NaN, memory) must not stop the batch
                 counts.failed += 1
-                say(f"error: {err}" if isinstance(err, EsrError) else f"error: {task.src}: {_reason(err)}")
+                say(failure_line(task.src, err))
                 bar.update(1.0 - progressed[0])
                 continue
-            writes.append((task, pool.submit(write_image, result, task.dest, options.quality, options.overwrite)))
+            writes.append((task, pool.submit(write_output, result, task, options)))
             del result
             while len(writes) >= depth:
                 finish_write()
@@ -239,17 +304,21 @@ def run_batch(options: BatchOptions, log: Callable[[str], None] | None = None) -
     def say(line: str) -> None:
         (log or (lambda text: tqdm.write(text, file=sys.stderr)))(line)
 
-    plan = plan_batch(options)
+    plan = select_shard(plan_batch(options), options.shard, Path(options.outdir))
     check_writable(Path(options.outdir))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore" if options.quiet else "default")
         warnings.showwarning = lambda message, *_, **__: say(f"warning: {message}")
-        upscaler = build_upscaler(options)  # also when all outputs exist: a bad --model is always reported
+        if options.ray is None:  # the model is loaded here also when all outputs exist: a bad --model is reported
+            execute = partial(run_pipeline, upscaler=build_upscaler(options))
+        else:  # each Ray actor loads it
+            from esr.scale.ray_batch import run_on_ray as execute
         counts = Counts(failed=len(plan.errors))
         for line in plan.errors:
             say(f"error: {line}")
         try:
-            run_pipeline(plan.todo, upscaler, options, counts, say)
+            execute(plan.todo, options=options, counts=counts, say=say)
         finally:
-            print(f"{counts.done} upscaled, {len(plan.skipped)} skipped, {counts.failed} failed", flush=True)
+            skipped = len(plan.skipped) + counts.skipped
+            print(f"{counts.done} upscaled, {skipped} skipped, {counts.failed} failed", flush=True)
     return EXIT_FAILED if counts.failed else EXIT_OK

@@ -17,6 +17,11 @@ images: 8- and 16-bit kept (16-bit out where the format stores it: png, tif), gr
 gray, alpha is upscaled separately and kept (dropped for jpg), palette/CMYK become RGB,
 EXIF orientation is applied. Outputs are written to a temp file in OUTDIR and renamed.
 
+more than one process (docs/scale-out.md): --shard I/N keeps the outputs whose relative path
+hashes to shard I (0-based); run I = 0..N-1 anywhere (a SLURM job array, N shells) into one OUTDIR.
+--ray [ADDRESS] spreads the files over a Ray cluster's actors, one loaded model each (pip install
+'esr[ray]'). Both skip existing outputs and write atomically, so reruns and overlaps are safe.
+
 exit status: 0 all done (existing outputs skipped), 1 some inputs failed, 2 usage error,
 130 interrupted. The last line is "N upscaled, M skipped, K failed".
 """
@@ -45,10 +50,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=2,
                         help="decode/encode worker threads overlapping the model (0: one step after another)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or warnings (errors and summary stay)")
+    scale = parser.add_argument_group("more than one process (see docs/scale-out.md)")
+    scale.add_argument("--shard", metavar="I/N", default=None,
+                       help="do only shard I of N (0 <= I < N) of the outputs, split by a hash of their relative "
+                            "path; e.g. --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
+    scale.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                       help="run on Ray actors (each holds one model): no ADDRESS = Ray's default "
+                            "(RAY_ADDRESS, a running local cluster, or a new local one); else e.g. auto or ray://host:10001")
+    scale.add_argument("--ray-actors", type=int, default=0, metavar="N",
+                       help="Ray actors (default: one per GPU of the cluster, else one per CPU)")
 
 
 def run(args: argparse.Namespace) -> int:
     from esr.errors import EsrError
+    from esr.scale.shard import parse_shard
     from esr.upscale_batch import BatchOptions, run_batch
 
     if args.tile < 0 or args.tile_pad < 0 or args.jobs < 0:
@@ -57,10 +72,13 @@ def run(args: argparse.Namespace) -> int:
         raise EsrError("--outscale must be > 0")
     if not 1 <= args.quality <= 100:
         raise EsrError("--quality must be between 1 and 100")
+    if args.ray_actors < 0 or (args.ray_actors and args.ray is None):
+        raise EsrError("--ray-actors must be >= 0 and needs --ray")
     options = BatchOptions(
         inputs=list(args.inputs), outdir=args.output, model=args.model, backend=args.backend, device=args.device,
         fp16=args.fp16, tile=args.tile, tile_pad=args.tile_pad, outscale=args.outscale, ext=args.ext,
         quality=args.quality, suffix=args.suffix, recursive=args.recursive, overwrite=args.overwrite,
-        jobs=args.jobs, quiet=args.quiet,
+        jobs=args.jobs, quiet=args.quiet, shard=None if args.shard is None else parse_shard(args.shard),
+        ray=args.ray, ray_actors=args.ray_actors,
     )
     return run_batch(options)
