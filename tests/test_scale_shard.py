@@ -1,6 +1,7 @@
 """`esr upscale --shard I/N`: 3 shards cover 10 images exactly once, equal to one process; reruns and overlaps skip."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import cv2
@@ -90,3 +91,12 @@ def test_a_file_keeps_its_shard_when_others_are_added() -> None:
     assert parse_shard(" 2 / 5 ") == Shard(2, 5) and Shard(2, 5).owns(names[0]) == (shard_of(names[0], 5) == 2)
     with pytest.raises(EsrError):
         parse_shard("5/5")
+
+
+def test_ray_missing_is_one_line_exit_2(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_images(tmp_path / "in", 1)
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    assert main(["upscale", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--ray", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --ray needs Ray Data (pip install 'esr[ray]')")
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())

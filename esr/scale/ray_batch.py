@@ -160,9 +160,9 @@ def run_on_ray(tasks: list[Task], options: BatchOptions, counts: Counts, say: Ca
 
     Progress comes from Ray Data's own progress bars (off with ``--quiet``).
     """
+    ray = import_ray()  # also with nothing to do: --ray without Ray is a usage error
     if not tasks:
         return
-    ray = import_ray()
     from ray.data import ActorPoolStrategy, DataContext
 
     started = connect(ray, options.ray or "")
