@@ -139,8 +139,8 @@ def stderr_to_devnull(active: bool = True) -> Iterator[None]:
 def actor_plan(ray: Any, options: BatchOptions) -> tuple[int, dict[str, float], int]:
     """``(actors, resources per actor, torch threads per actor)`` from the cluster's resources.
 
-    GPUs in the cluster (and ``--device`` not cpu): one actor per GPU (``--ray-actors``: as many as
-    asked), each ``num_gpus=1``. Otherwise CPU actors, one per CPU by default, each given an equal
+    GPUs in the cluster (and ``--device`` not cpu): one actor per GPU, each ``num_gpus=1``
+    (``--ray-actors`` more than GPUs: they share them, ``num_gpus`` = GPUs / actors). Otherwise CPU actors, one per CPU by default, each given an equal
     share of the cluster's CPUs as torch threads.
     """
     resources = ray.cluster_resources()
@@ -149,7 +149,7 @@ def actor_plan(ray: Any, options: BatchOptions) -> tuple[int, dict[str, float], 
         raise EsrError("--device cuda: the Ray cluster has no GPU")
     if gpus and options.device != "cpu":
         actors = options.ray_actors or gpus
-        return actors, {"num_gpus": 1}, max(1, cpus // actors)
+        return actors, {"num_gpus": min(1.0, gpus / actors)}, max(1, cpus // actors)
     actors = options.ray_actors or cpus
     share = max(1, cpus // actors)
     return actors, {"num_cpus": share}, share
