@@ -158,9 +158,10 @@ def actor_plan(ray: Any, options: BatchOptions) -> tuple[int, dict[str, float], 
 def run_on_ray(tasks: list[Task], options: BatchOptions, counts: Counts, say: Callable[[str], None]) -> None:
     """Upscale ``tasks`` on Ray actors; count each file done/skipped/failed and ``say`` each failure line.
 
-    Progress comes from Ray Data's own progress bars (off with ``--quiet``).
+    Progress: a tqdm bar of the files returned by the actors, as in one process (off with ``--quiet``).
     """
     ray = import_ray()  # also with nothing to do: --ray without Ray is a usage error
+    from tqdm import tqdm
     if not tasks:
         return
     from ray.data import ActorPoolStrategy, DataContext
@@ -171,14 +172,15 @@ def run_on_ray(tasks: list[Task], options: BatchOptions, counts: Counts, say: Ca
             warnings.filterwarnings("ignore", module=r"ray(\.|$)")  # Ray's notes about its own settings
             actors, resources, threads = actor_plan(ray, options)
             context = DataContext.get_current()
-            context.enable_progress_bars = not options.quiet
+            context.enable_progress_bars = False  # Ray's bars draw through its log channel; esr's bar is below
             context.print_on_execution_start = False
             # 16 blocks per actor balance the load; a retried block skips the files it had finished
             rows = ray.data.from_items([{"src": str(t.src), "dest": str(t.dest)} for t in tasks],
                                        override_num_blocks=min(len(tasks), 16 * actors))
             results = rows.map_batches(actor_class(options, threads), batch_size=1,
                                        compute=ActorPoolStrategy(size=min(actors, len(tasks))), **resources)
-            for row in results.iter_rows():
+            for row in tqdm(results.iter_rows(), total=len(tasks), unit="img", disable=options.quiet,
+                            dynamic_ncols=True):
                 if row["status"] == STATUS_NO_MODEL:
                     raise EsrError(row["lines"])
                 for line in filter(None, row["lines"].split("\n")):
