@@ -88,7 +88,7 @@ def map_workers() -> list[int]:
 def test_a_killed_actor_is_replaced_and_its_files_written_once(tmp_path, capsys, local_ray, one_thread):
     src, out = tmp_path / "in", tmp_path / "out"
     make_images(src, 10, 96)
-    killed: list[int] = []
+    killed: list[int] = []  # outputs present when an actor was killed
 
     def kill_one_actor_mid_run() -> None:
         deadline = time.monotonic() + 120
@@ -97,17 +97,16 @@ def test_a_killed_actor_is_replaced_and_its_files_written_once(tmp_path, capsys,
         workers = map_workers()
         if workers:
             os.kill(workers[0], signal.SIGKILL)
-            killed.append(workers[0])
+            killed.append(len(list(out.glob("*.png"))))
 
     killer = threading.Thread(target=kill_one_actor_mid_run)
     killer.start()
     code, last, err = upscale(capsys, str(src), "-o", str(out), "--ray")
     killer.join()
-    assert killed, "no actor process found to kill"
-    written_before_kill = 2
+    assert killed and killed[0] < 10, "no actor was killed mid-run"
     assert code == 0 and err == [], err
     done, skipped, failed = (int(part.split()[0]) for part in last.split(", "))
-    assert failed == 0 and done + skipped == 10 and done >= 10 - written_before_kill - 2
+    assert failed == 0 and done + skipped == 10  # a retried file finished before the kill counts as skipped
     assert main(["upscale", str(src), "-o", str(tmp_path / "single"), "--quiet"]) == 0
     single, on_ray = outputs(tmp_path / "single"), outputs(out)
     assert sorted(on_ray) == sorted(single)
