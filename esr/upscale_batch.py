@@ -4,12 +4,23 @@ Decoding and encoding run in ``jobs`` worker threads while the main thread runs 
 model; at most ``jobs + 1`` decoded images wait for the model and at most ``jobs + 1``
 results wait to be written, so memory stays bounded. A bad input prints one
 ``error: PATH: reason`` line and the batch goes on; existing outputs are skipped unless
-``overwrite``; Ctrl-C lets writes in flight finish (each is atomic) and stops.
+``overwrite`` (an empty, 0-byte output counts as missing); no output ever replaces an input;
+Ctrl-C and SIGTERM let writes in flight finish (each is atomic) and stop.
 
-One file's work is :func:`upscale_file` (check output -> read -> upscale -> write safely); the
-threaded pipeline runs the same steps (:func:`read_input`, :func:`write_output`) overlapped, and Ray
-actors (:mod:`esr.scale.ray_batch`) call :func:`upscale_file` itself, so the rules on outputs live
-in those two steps. ``--shard I/N`` (:mod:`esr.scale.shard`) keeps this process's part of the plan.
+OUTDIR may be an input folder (``esr upscale dir -o dir --suffix _x4``): a file that a folder
+scan or glob finds is not an input when it is an output of this run (the planned output of
+another input) or of an earlier one (it sits in its own output folder and its stem ends with
+the non-empty ``--suffix``), so reruns never upscale outputs again (``a_x4_x4.png``).
+
+Several runs on one OUTDIR share the work through per-output claim files
+(:mod:`esr.claims`): a run skips what another finished or is writing, and a run starts
+by removing the temp files and claims that killed runs left behind.
+
+One file's work is :func:`upscale_file`: :func:`begin_file` (claim the output, or skip it),
+read, upscale, :func:`write_output` (atomic), :func:`end_file` (release the claim). The threaded
+pipeline runs the same steps overlapped; Ray actors (:mod:`esr.scale.ray_batch`) call
+:func:`upscale_file` itself. ``--shard I/N`` (:mod:`esr.scale.shard`) keeps this process's part
+of the plan (:func:`select_shard`).
 """
 from __future__ import annotations
 
@@ -24,8 +35,10 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from esr.errors import EXIT_FAILED, EXIT_OK, EsrError
-from esr.image_io import READ_SUFFIXES, Image, output_suffix, read_image, write_image
+from esr import claims
+from esr.errors import EXIT_FAILED, EXIT_OK, EsrError, error_line, one_line
+from esr.fileio import file_id, same_file
+from esr.image_io import DEFAULT_MAX_PIXELS, READ_SUFFIXES, Image, output_suffix, read_image, write_image
 from esr.scale.shard import Shard
 
 if TYPE_CHECKING:
@@ -52,6 +65,7 @@ class BatchOptions:
     overwrite: bool = False
     jobs: int = 2
     quiet: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
     shard: Shard | None = None  # this process's shard of the outputs (None: all)
     ray: str | None = None  # None: no Ray; "": ray.init()'s default cluster; else its address
     ray_actors: int = 0  # 0: one per GPU, else one per CPU, of the Ray cluster
@@ -61,6 +75,7 @@ class BatchOptions:
 class Task:
     src: Path
     dest: Path
+    replace: bool = False  # dest exists but is empty (0 bytes): it is written again
 
 
 @dataclass
@@ -73,31 +88,44 @@ class Plan:
 
 
 def _folder_images(folder: Path, recursive: bool, outdir: Path) -> list[Path]:
+    """Images in ``folder`` (hidden files excluded); an OUTDIR nested inside it is not scanned."""
     found = folder.rglob("*") if recursive else folder.iterdir()
+    nested = folder.resolve() in outdir.parents
     return sorted(
         p for p in found
         if p.is_file() and p.suffix.lower() in READ_SUFFIXES and not p.name.startswith(".")
-        and outdir not in p.resolve().parents
+        and not (nested and outdir in p.resolve().parents)
     )
 
 
-def expand_inputs(inputs: list[str], recursive: bool, outdir: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """``(file, folder of its output relative to OUTDIR)`` for every input image, and error lines.
+@dataclass(frozen=True)
+class Found:
+    """An input file, the folder of its output relative to OUTDIR, and whether a scan (folder, glob) found it."""
+
+    path: Path
+    rel: Path
+    scanned: bool
+
+
+def expand_inputs(inputs: list[str], recursive: bool, outdir: Path) -> tuple[list[Found], list[str]]:
+    """Every input image, and error lines (a missing path, a glob or folder without images).
 
     Folders give their images (``recursive``: the whole tree, mirrored); globs give the files they match.
-    Files under OUTDIR are never inputs of a folder scan.
     """
-    found: list[tuple[Path, Path]] = []
+    found: list[Found] = []
     errors: list[str] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found += [(p, p.parent.relative_to(path)) for p in _folder_images(path, recursive, outdir)]
+            images = _folder_images(path, recursive, outdir)
+            found += [Found(p, p.parent.relative_to(path), True) for p in images]
+            if not images:
+                errors.append(f"{item}: no images in this folder (looked for {', '.join(READ_SUFFIXES)})")
         elif path.is_file():
-            found.append((path, Path()))
+            found.append(Found(path, Path(), False))
         elif glob.has_magic(item):
             matches = sorted(Path(m) for m in glob.glob(item, recursive=recursive) if Path(m).is_file())
-            found += [(m, Path()) for m in matches]
+            found += [Found(m, Path(), True) for m in matches]
             if not matches:
                 errors.append(f"{item}: no files match")
         else:
@@ -105,25 +133,48 @@ def expand_inputs(inputs: list[str], recursive: bool, outdir: Path) -> tuple[lis
     return found, errors
 
 
+def is_earlier_output(item: Found, dest: Path, suffix: str) -> bool:
+    """A scanned file in its own output folder whose stem ends with the run's non-empty suffix."""
+    return (item.scanned and bool(suffix) and item.path.stem.endswith(suffix)
+            and same_file(item.path.parent, dest.parent))
+
+
 def plan_batch(options: BatchOptions) -> Plan:
-    """Map every input to its output path; skip existing outputs unless ``overwrite``."""
+    """Map every input to its output path; skip existing outputs unless ``overwrite``; never replace an input.
+
+    A scanned file that is an output of this run (the planned output of another input) is not an
+    input; with a suffix (:func:`is_earlier_output`) it is known to be esr's and may be rewritten
+    with ``overwrite``; without one it may also be the user's own file, so it stays protected.
+    """
     outdir = Path(options.outdir).resolve()
     found, errors = expand_inputs(options.inputs, options.recursive, outdir)
     plan = Plan(errors=errors)
+    dests = [outdir / item.rel / f"{item.path.stem}{options.suffix}{output_suffix(options.ext, item.path)}"
+             for item in found]
+    planned = set(dests)
+    earlier = [is_earlier_output(item, dest, options.suffix) for item, dest in zip(found, dests)]
+    inputs = [(item, dest) for item, dest, ours in zip(found, dests, earlier)
+              if not (ours or (item.scanned and item.path.resolve() in planned))]
+    protected = {file_id(item.path) for item, ours in zip(found, earlier) if not ours}
     claimed: dict[Path, Path] = {}
-    for src, rel in found:
-        dest = outdir / rel / f"{src.stem}{options.suffix}{output_suffix(options.ext, src)}"
+    for item, dest in inputs:
+        src = item.path
         if dest in claimed:
             if claimed[dest] != src.resolve():
                 plan.errors.append(f"{src}: output {dest} is already produced from {claimed[dest]} (use --suffix)")
             continue
         claimed[dest] = src.resolve()
+        written = dest.exists() and dest.stat().st_size > 0
         if dest == src.resolve():
             plan.errors.append(f"{src}: output would replace the input (use another -o or a --suffix)")
-        elif dest.exists() and not options.overwrite:
+        elif dest.is_dir():
+            plan.errors.append(f"{src}: output {dest} is a folder")
+        elif written and not options.overwrite:
             plan.skipped.append(Task(src, dest))
+        elif dest.exists() and file_id(dest) in protected:
+            plan.errors.append(f"{src}: output {dest} would replace another input (use another -o or a --suffix)")
         else:
-            plan.todo.append(Task(src, dest))
+            plan.todo.append(Task(src, dest, replace=dest.exists()))
     return plan
 
 
@@ -183,52 +234,80 @@ def _reason(err: Exception) -> str:
 
 def failure_line(path: Path, err: Exception) -> str:
     """The one ``error: PATH: reason`` line for a file that failed (EsrError messages name their file)."""
-    return f"error: {err}" if isinstance(err, EsrError) else f"error: {path}: {_reason(err)}"
+    message = str(err) if isinstance(err, EsrError) else _reason(err)
+    return error_line(message if message.startswith(str(path)) else f"{path}: {message}")
 
 
-def output_done(task: Task, options: BatchOptions) -> bool:
-    """True if ``task``'s output exists and may not be replaced: written by an earlier, a concurrent
-    (another shard) or an interrupted-and-retried run; every writer is atomic, so it is complete."""
-    return not options.overwrite and task.dest.exists()
+DONE, SKIPPED, BUSY = "done", "skipped", "busy"
+"""What became of a file that did not fail: written; skipped (its output is written); skipped, being
+written by another run."""
 
 
-def read_input(task: Task, options: BatchOptions) -> Image | None:
-    """First step of a file: its decoded input, or None if its output is done meanwhile (skip it)."""
-    return None if output_done(task, options) else read_image(task.src)
+def begin_file(task: Task, options: BatchOptions) -> str | None:
+    """Claim ``task``'s output before its input is read: None if this run writes it (the claim is held
+    until :func:`end_file`), else SKIPPED (written meanwhile: by another run, or before a retry) or BUSY
+    (another live run holds it). OSError if the claim file cannot be made."""
+    if not claims.try_claim(task.dest):
+        return BUSY
+    if options.overwrite or task.replace or not _written(task.dest):
+        return None
+    claims.release(task.dest)
+    return SKIPPED
 
 
-def write_output(result: Image, task: Task, options: BatchOptions) -> bool:
-    """Last step of a file: write ``result`` (temp file + rename); False if the output appeared meanwhile."""
-    if output_done(task, options):
-        return False
-    write_image(result, task.dest, options.quality, options.overwrite)
-    return True
+def end_file(task: Task) -> None:
+    """Release the claim :func:`begin_file` took (after the write, or after a failure)."""
+    claims.release(task.dest)
+
+
+def write_output(result: Image, task: Task, options: BatchOptions) -> Path:
+    """Encode and write ``result`` to ``task.dest`` atomically (temp file + rename)."""
+    return write_image(result, task.dest, options.quality, options.overwrite or task.replace)
 
 
 def upscale_file(task: Task, upscaler: Upscaler, options: BatchOptions,
-                 progress: Callable[[float], None] | None = None) -> bool:
-    """One file, start to end: read -> upscale -> write safely. True: written; False: skipped (output done).
-
-    Raises on failure (the caller reports it with :func:`failure_line`). Running it twice for one task
-    (a retried Ray task, overlapping shards) writes at most once unless ``overwrite``.
-    """
-    image = read_input(task, options)
-    return image is not None and write_output(upscaler.upscale_image(image, progress=progress), task, options)
+                 progress: Callable[[float], None] | None = None) -> str:
+    """One file, start to end: claim -> read -> upscale -> write -> release. DONE, SKIPPED or BUSY;
+    raises on failure (reported with :func:`failure_line`), the claim released. Running it twice for
+    one task (a retried Ray task, overlapping shards) writes once unless ``overwrite``."""
+    skip = begin_file(task, options)
+    if skip is not None:
+        return skip
+    try:
+        image = read_image(task.src, options.max_pixels)
+        write_output(upscaler.upscale_image(image, progress=progress), task, options)
+    finally:
+        end_file(task)
+    return DONE
 
 
 @dataclass
 class Counts:
     done: int = 0
+    skipped: int = 0
+    busy: int = 0  # of the skipped: being written by another run
     failed: int = 0
-    skipped: int = 0  # outputs that appeared after planning
+
+    def summary(self) -> str:
+        busy = f" ({self.busy} being written by another run)" if self.busy else ""
+        return f"{self.done} upscaled, {self.skipped} skipped{busy}, {self.failed} failed"
+
+
+def _written(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
 
 
 def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, counts: Counts,
                  say: Callable[[str], None]) -> None:
     """Decode (workers) -> upscale (this thread) -> encode + atomic write (workers), bounded queues.
 
-    Failures are reported with ``say("error: PATH: reason")`` and counted; Ctrl-C lets the
-    writes in flight finish (each is atomic) before it propagates.
+    Each output is claimed (:mod:`esr.claims`) before its input is read and released when it is
+    written or has failed; an output another run holds or has finished meanwhile is skipped.
+    Failures are reported with ``say("error: PATH: reason")`` and counted; Ctrl-C (and SIGTERM)
+    lets the writes in flight finish (each is atomic) before it propagates; claims are released.
     """
     from tqdm import tqdm
 
@@ -236,23 +315,48 @@ def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, c
     depth = options.jobs + 1
     reads: deque[tuple[Task, Future]] = deque()
     writes: deque[tuple[Task, Future]] = deque()
+    held: set[Path] = set()
     pending = iter(tasks)
-    bar = tqdm(total=len(tasks), unit="img", disable=options.quiet or not tasks, dynamic_ncols=True)
+    bar = tqdm(total=len(tasks), unit="img", disable=True if options.quiet or not tasks else None,
+               dynamic_ncols=True)  # None: no bar when stderr is not a terminal (logs stay line by line)
+
+    def fail(err: Exception, path: Path) -> None:
+        counts.failed += 1
+        say(failure_line(path, err))
+
+    def finish(task: Task) -> None:
+        end_file(task)
+        held.discard(task.dest)
+
+    def start(task: Task) -> bool:
+        """Claim ``task``'s output; False (counted, bar advanced) if it is not this run's to write."""
+        try:
+            skip = begin_file(task, options)
+        except OSError as err:
+            fail(err, task.dest)
+            bar.update(1)
+            return False
+        if skip is None:
+            held.add(task.dest)
+            return True
+        counts.skipped += 1
+        counts.busy += skip == BUSY
+        bar.update(1)
+        return False
 
     def prefetch() -> None:
         while len(reads) < depth and (task := next(pending, None)) is not None:
-            reads.append((task, pool.submit(read_input, task, options)))
+            if start(task):
+                reads.append((task, pool.submit(read_image, task.src, options.max_pixels)))
 
     def finish_write() -> None:
         task, future = writes.popleft()
         try:
-            if future.result():
-                counts.done += 1
-            else:
-                counts.skipped += 1
+            future.result()
+            counts.done += 1
         except Exception as err:  # any failure of one file is reported and the batch goes on
-            counts.failed += 1
-            say(failure_line(task.dest, err))
+            fail(err, task.dest)
+        finish(task)
 
     try:
         prefetch()
@@ -266,15 +370,10 @@ def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, c
                 bar.update(fraction)
 
             try:
-                image = future.result()
-                if image is None:
-                    counts.skipped += 1
-                    bar.update(1.0)
-                    continue
-                result = upscaler.upscale_image(image, progress=advance)
+                result = upscaler.upscale_image(future.result(), progress=advance)
             except Exception as err:  # one file's failure (decode, model, NaN, memory) must not stop the batch
-                counts.failed += 1
-                say(failure_line(task.src, err))
+                fail(err, task.src)
+                finish(task)
                 bar.update(1.0 - progressed[0])
                 continue
             writes.append((task, pool.submit(write_output, result, task, options)))
@@ -291,21 +390,25 @@ def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, c
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        for dest in list(held):
+            claims.release(dest)
         bar.close()
 
 
 def run_batch(options: BatchOptions, log: Callable[[str], None] | None = None) -> int:
     """Run ``esr upscale``: returns the exit code (0 all done, 1 some failed); prints errors and the summary.
 
-    ``log`` receives the ``error:``/``warning:`` lines (default: stderr, above the progress bar).
+    ``log`` receives the ``error:``/``warning:`` lines, one line each (default: stderr, above the progress bar).
     """
     from tqdm import tqdm
 
     def say(line: str) -> None:
-        (log or (lambda text: tqdm.write(text, file=sys.stderr)))(line)
+        (log or (lambda text: tqdm.write(text, file=sys.stderr)))(one_line(line))
 
     plan = select_shard(plan_batch(options), options.shard, Path(options.outdir))
     check_writable(Path(options.outdir))
+    for folder in sorted({task.dest.parent for task in plan.todo + plan.skipped}):
+        claims.remove_stale_temps(folder)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore" if options.quiet else "default")
         warnings.showwarning = lambda message, *_, **__: say(f"warning: {message}")
@@ -313,12 +416,11 @@ def run_batch(options: BatchOptions, log: Callable[[str], None] | None = None) -
             execute = partial(run_pipeline, upscaler=build_upscaler(options))
         else:  # each Ray actor loads it
             from esr.scale.ray_batch import run_on_ray as execute
-        counts = Counts(failed=len(plan.errors))
+        counts = Counts(skipped=len(plan.skipped), failed=len(plan.errors))
         for line in plan.errors:
-            say(f"error: {line}")
+            say(error_line(line))
         try:
             execute(plan.todo, options=options, counts=counts, say=say)
         finally:
-            skipped = len(plan.skipped) + counts.skipped
-            print(f"{counts.done} upscaled, {skipped} skipped, {counts.failed} failed", flush=True)
+            print(counts.summary(), flush=True)
     return EXIT_FAILED if counts.failed else EXIT_OK

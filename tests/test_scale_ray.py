@@ -107,6 +107,7 @@ def test_a_killed_actor_is_replaced_and_its_files_written_once(tmp_path, capsys,
     assert code == 0 and err == [], err
     done, skipped, failed = (int(part.split()[0]) for part in last.split(", "))
     assert failed == 0 and done + skipped == 10  # a retried file finished before the kill counts as skipped
+    assert not list(out.glob(".*.esr-claim"))  # the dead actor's claims were taken over and released
     assert main(["upscale", str(src), "-o", str(tmp_path / "single"), "--quiet"]) == 0
     single, on_ray = outputs(tmp_path / "single"), outputs(out)
     assert sorted(on_ray) == sorted(single)

@@ -96,7 +96,7 @@ def test_a_file_keeps_its_shard_when_others_are_added() -> None:
 def test_ray_missing_is_one_line_exit_2(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
     make_images(tmp_path / "in", 1)
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
-    assert main(["upscale", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--ray", "--quiet"]) == 2
+    assert main(["upscale", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--recursive", "--ray", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --ray needs Ray Data (pip install 'esr[ray]')")
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())

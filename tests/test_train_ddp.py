@@ -2,7 +2,7 @@
 a SIGKILL in stage 2 and a rerun that skips stage 1 and resumes stage 2 on both ranks; SLURM variable parsing.
 
 Each rank runs through a small wrapper that records, with a Python audit hook and wrapped ``torch.save``,
-every file it opens, writes, renames or creates under ``experiments/``, and the digest of the weights it
+every file it opens, writes, renames (to) or creates under ``experiments/``, and the digest of the weights it
 holds at the end of each stage (an instrument of the test, independent of esr's own rank check).
 """
 from __future__ import annotations
@@ -46,7 +46,9 @@ def hook(event, args):
         mode, flags = args[1], args[2] or 0
         writes = any(c in mode for c in "wax+") if mode else bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
         note(op="write" if writes else "read", path=os.path.abspath(os.fsdecode(args[0])))
-    elif event in ("os.rename", "os.mkdir", "os.remove") and under(args[0]):
+    elif event == "os.rename" and (under(args[0]) or under(args[1])):  # also os.replace
+        note(op=event, path=os.path.abspath(os.fsdecode(args[1])))
+    elif event in ("os.mkdir", "os.remove") and under(args[0]):
         note(op=event, path=os.path.abspath(os.fsdecode(args[0])))
 
 note(pid=os.getpid())
@@ -152,10 +154,10 @@ def test_ddp_two_ranks_two_stages_killed_and_resumed(tmp_path: Path, shared: Pat
 
     # Only rank 0 wrote (the instrument sees rank 0's writes, so it would see rank 1's).
     for rank_records in (run1[0], run2[0]):
-        written = paths(rank_records, "write")
+        written = paths(rank_records, "write", "os.rename")  # a renamed temp file: its final name
         assert any(re.search(r"models/net_g_\d+\.pth$", p) for p in written)
         assert any(p.endswith(".state") for p in written) and any(p.endswith(".log") for p in written)
-    assert any(p.endswith("stage_stage1.pth") or ".stage_stage1.pth." in p for p in paths(run1[0], "write", "os.rename"))
+    assert any(p.endswith("stage_stage1.pth") for p in paths(run1[0], "os.rename"))
     for rank_records in (run1[1], run2[1]):
         assert paths(rank_records, "write", "os.rename", "os.mkdir", "os.remove") == []
         assert paths(rank_records, "read")  # rank 1 did read the shared files

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
                         format=f"%(asctime)s esr.train{f' rank {info.rank}' if info.backend else ''} "
                                "%(levelname)s: %(message)s")
     try:
-        final = train_document(doc, Path.cwd(), args.launcher)
+        final = train_document(doc, Path.cwd(), source=args.opt, launcher=args.launcher)
     finally:
         shutdown_distributed()
     if info.is_main:

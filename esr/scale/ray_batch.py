@@ -3,11 +3,12 @@
 Ray Data reads the plan (one row per file: input, output), and ``map_batches`` sends rows to a pool
 of :class:`UpscaleActor` (``num_gpus=1`` each on a cluster with GPUs, else CPU actors sharing the
 cluster's CPUs as torch threads). Each actor runs :func:`esr.upscale_batch.upscale_file`, the same
-per-file step as one process: outputs that exist are skipped unless ``--overwrite``, writes go to a
-temp file beside the output and are renamed. A failed file comes back as a row with its
-``error: PATH: reason`` line; the driver prints it and counts it (exit 1), like one process does.
-Ray Data restarts an actor that dies and retries its rows; the retry finds an output written
-before the death complete (atomic) and skips it, so nothing is written twice.
+per-file step as one process: the output is claimed (:mod:`esr.claims`; a claim of another live run
+means skip), skipped if written unless ``--overwrite``, written to a temp file beside it and renamed,
+and released. A failed file comes back as a row with its ``error: PATH: reason`` line; the driver
+prints it and counts it (exit 1), like one process does. Ray Data restarts an actor that dies and
+retries its rows; the dead actor's claims are stale (its process is gone) and are taken over, and an
+output it had finished is complete (atomic) and skipped, so nothing is written twice.
 
 Inputs, outputs and the model must be reachable under the same paths from every node (local
 files on one machine, or a shared filesystem). Ray is an optional extra: ``pip install 'esr[ray]'``.
@@ -27,7 +28,8 @@ from esr.errors import EsrError
 if TYPE_CHECKING:
     from esr.upscale_batch import BatchOptions, Counts, Task
 
-STATUS_DONE, STATUS_SKIPPED, STATUS_FAILED, STATUS_NO_MODEL = "done", "skipped", "failed", "no model"
+FAILED, NO_MODEL = "failed", "no model"
+"""Row statuses besides :mod:`esr.upscale_batch`'s DONE, SKIPPED and BUSY."""
 
 
 def import_ray() -> Any:
@@ -65,31 +67,31 @@ class UpscaleActor:
             self.load_error = str(err)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
-        """Rows ``{src, dest}`` -> ``{src, status, lines}``: status done/skipped/failed/no model, ``lines``
-        the ``error:``/``warning:`` lines for the user, newline-separated."""
+        """Rows ``{src, dest, replace}`` -> ``{src, status, lines}``: status done/skipped/busy/failed/no model,
+        ``lines`` the ``error:``/``warning:`` lines for the user, newline-separated."""
+        from esr.upscale_batch import Task
+
         statuses, lines = [], []
-        for src, dest in zip(batch["src"], batch["dest"]):
+        for src, dest, replace in zip(batch["src"], batch["dest"], batch["replace"]):
             if self.upscaler is None:
-                statuses.append(STATUS_NO_MODEL)
+                statuses.append(NO_MODEL)
                 lines.append(self.load_error)
                 continue
-            status, said = self.upscale_one(src, dest)
+            status, said = self.upscale_one(Task(Path(src), Path(dest), bool(replace)))
             statuses.append(status)
             lines.append("\n".join(said))
         return {"src": list(batch["src"]), "status": statuses, "lines": lines}
 
-    def upscale_one(self, src: str, dest: str) -> tuple[str, list[str]]:
+    def upscale_one(self, task: Task) -> tuple[str, list[str]]:
         """:func:`esr.upscale_batch.upscale_file` on one row; its status and its lines (warnings as one process shows them)."""
-        from esr.upscale_batch import Task, failure_line, upscale_file
+        from esr.upscale_batch import failure_line, upscale_file
 
-        task = Task(Path(src), Path(dest))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("ignore" if self.options.quiet else "always")
             try:
-                status = STATUS_DONE if upscale_file(task, self.upscaler, self.options) else STATUS_SKIPPED
-                failure = []
+                status, failure = upscale_file(task, self.upscaler, self.options), []
             except Exception as err:  # one file's failure is reported by the driver; the batch goes on
-                status, failure = STATUS_FAILED, [failure_line(task.src, err)]
+                status, failure = FAILED, [failure_line(task.src, err)]
         return status, [f"warning: {w.message}" for w in caught] + failure
 
 
@@ -162,6 +164,8 @@ def run_on_ray(tasks: list[Task], options: BatchOptions, counts: Counts, say: Ca
     """
     ray = import_ray()  # also with nothing to do: --ray without Ray is a usage error
     from tqdm import tqdm
+
+    from esr.upscale_batch import BUSY, DONE, SKIPPED
     if not tasks:
         return
     from ray.data import ActorPoolStrategy, DataContext
@@ -175,22 +179,20 @@ def run_on_ray(tasks: list[Task], options: BatchOptions, counts: Counts, say: Ca
             context.enable_progress_bars = False  # Ray's bars draw through its log channel; esr's bar is below
             context.print_on_execution_start = False
             # 16 blocks per actor balance the load; a retried block skips the files it had finished
-            rows = ray.data.from_items([{"src": str(t.src), "dest": str(t.dest)} for t in tasks],
+            rows = ray.data.from_items([{"src": str(t.src), "dest": str(t.dest), "replace": t.replace} for t in tasks],
                                        override_num_blocks=min(len(tasks), 16 * actors))
             results = rows.map_batches(actor_class(options, threads), batch_size=1,
                                        compute=ActorPoolStrategy(size=min(actors, len(tasks))), **resources)
             for row in tqdm(results.iter_rows(), total=len(tasks), unit="img", disable=options.quiet,
                             dynamic_ncols=True):
-                if row["status"] == STATUS_NO_MODEL:
+                if row["status"] == NO_MODEL:
                     raise EsrError(row["lines"])
                 for line in filter(None, row["lines"].split("\n")):
                     say(line)
-                if row["status"] == STATUS_FAILED:
-                    counts.failed += 1
-                elif row["status"] == STATUS_SKIPPED:
-                    counts.skipped += 1
-                else:
-                    counts.done += 1
+                counts.failed += row["status"] == FAILED
+                counts.done += row["status"] == DONE
+                counts.skipped += row["status"] in (SKIPPED, BUSY)
+                counts.busy += row["status"] == BUSY
     except ray.exceptions.RayError as err:
         raise EsrError(f"Ray: {str(err).strip().splitlines()[0]}") from None
     finally:

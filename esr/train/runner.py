@@ -6,8 +6,13 @@ Layout under ``experiments/`` (relative to the current directory, as in BasicSR)
   ``training_states/``, ``train_*.log``, ``val_curve.jsonl``).
 * ``{name}/``: the runner's folder: ``stages/{i}_{stage}.yml`` (the merged options given to
   BasicSR), ``stage_{stage}.pth`` (a finished stage's final weights, an esr checkpoint
-  written atomically: its presence marks the stage done), ``final.pth`` (the last stage's
-  weights, loadable by :func:`esr.load_model`) and ``curve.json`` (validation curve).
+  written atomically: its presence marks the stage done), ``stage_{stage}.json`` (the
+  options that made those weights), ``final.pth`` (the last stage's weights, loadable by
+  :func:`esr.load_model`) and ``curve.json`` (validation curve).
+
+The document is validated first (:mod:`esr.train.schema`). A finished stage whose options
+have changed since (say a larger ``train.total_iter``) is an error naming what changed and
+what to do, never a silent "already finished".
 
 Every stage after the first loads the previous stage's final weights
 (``path.pretrain_network_g``, ``param_key_g: params``, ``strict_load_g: true`` are set
@@ -37,10 +42,13 @@ import torch.nn as nn
 import yaml
 
 from esr.errors import EsrError
+from esr.fileio import replace_atomically, write_bytes_atomically
 from esr.loading import read_checkpoint, save_checkpoint
 from esr.registry import ARCH_REGISTRY
 from esr.train.distributed import current, run_on_main
 from esr.train.options import stage_options
+from esr.train.schema import validate_document
+from esr.train.state import load_training_state
 from esr.train.transforms import WARM_START_TRANSFORMS
 
 log = logging.getLogger("basicsr.esr")
@@ -56,16 +64,17 @@ def newest_readable_state(opt: dict[str, Any]) -> Path | None:
     """The newest ``training_states/{iter}.state`` whose state and ``models/net_g_{iter}.pth`` both load.
 
     A kill during BasicSR's non-atomic save leaves a truncated file; older states are tried next.
-    The state is a pickle BasicSR wrote for this run, so it is loaded with ``weights_only=False``.
+    States are loaded with ``weights_only=True`` (:func:`esr.train.state.load_training_state`): a
+    state holding anything but tensors and plain data is skipped with a warning, its code never runs.
     """
     states_dir = Path(opt["path"]["training_states"])
     iters = sorted((int(p.stem) for p in states_dir.glob("*.state") if p.stem.isdigit()), reverse=True) \
         if states_dir.is_dir() else []
-    for current in iters:
-        state_path = states_dir / f"{current}.state"
+    for iteration in iters:
+        state_path = states_dir / f"{iteration}.state"
         try:
-            torch.load(state_path, map_location="cpu", weights_only=False)
-            read_checkpoint(Path(opt["path"]["models"]) / f"net_g_{current}.pth")
+            load_training_state(state_path)
+            read_checkpoint(Path(opt["path"]["models"]) / f"net_g_{iteration}.pth")
         except (EsrError, RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
             log.warning("skipping unreadable training state %s (%s)", state_path, err)
             continue
@@ -83,7 +92,7 @@ def load_latest_state(opt: dict[str, Any]) -> dict[str, Any] | None:
     state_path = run_on_main(lambda: newest_readable_state(opt))
     if state_path is None:
         return None
-    state = torch.load(state_path, map_location="cpu", weights_only=False)
+    state = load_training_state(state_path)
     opt["path"]["resume_state"] = str(state_path)
     check_resume(opt, state["iter"])
     log.info("resuming %s from iteration %d", opt["name"], state["iter"])
@@ -108,12 +117,15 @@ def run_basicsr(opt_file: Path, root: Path, launcher: str = "none") -> None:
     """
     import basicsr.train as bsr_train
 
+    from esr.train.bridge import weights_only_loads
+
     bsr_train.load_resume_state = load_latest_state
     reset_basicsr_logger()
     saved_argv = sys.argv
     sys.argv = ["esr train", "-opt", str(opt_file), "--auto_resume", "--launcher", launcher]
     try:
-        bsr_train.train_pipeline(str(root))
+        with weights_only_loads():
+            bsr_train.train_pipeline(str(root))
     finally:
         sys.argv = saved_argv
 
@@ -140,8 +152,53 @@ def collect_curve(run_dir: Path, stages: list[tuple[str, dict[str, Any]]], root:
         for it in sorted(records):
             curve.append({"stage": stage, "total_iter": offset + it, **records[it]})
         offset += int(opt["train"]["total_iter"])
-    (run_dir / "curve.json").write_text(json.dumps(curve, indent=1))
+    write_bytes_atomically(run_dir / "curve.json", json.dumps(curve, indent=1).encode())
     return curve
+
+
+RESULT_OPTIONS = ("model_type", "scale", "manual_seed", "network_g", "train", "datasets.train")
+"""The options that decide a stage's weights (what a finished stage is compared on)."""
+
+
+def result_options(opt: dict[str, Any]) -> dict[str, Any]:
+    """``opt`` reduced to :data:`RESULT_OPTIONS`, flattened to dotted keys (JSON-comparable)."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}.{key}" if prefix else str(key))
+        else:
+            flat[prefix] = json.loads(json.dumps(node, default=str))
+
+    for key in RESULT_OPTIONS:
+        node: Any = opt
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        walk(node, key)
+    return flat
+
+
+def check_finished_stage(record: Path, opt: dict[str, Any], stage: str, done: Path) -> None:
+    """EsrError (one line) if ``stage`` finished with options other than ``opt`` (stored in ``record``)."""
+    if not record.is_file():
+        return  # finished by an esr version that did not record its options
+    before, now = json.loads(record.read_text()), result_options(opt)
+    changed = sorted(key for key in before.keys() | now.keys() if before.get(key) != now.get(key))
+    if changed:
+        first = changed[0]
+        raise EsrError(
+            f"stage {stage} already finished ({done}) with other options: {', '.join(changed[:4])} changed "
+            f"({first}: {before.get(first)!r} -> {now.get(first)!r}); to train on from its weights, add a stage "
+            f"after it in 'stages' (it starts from {done.name}); to start over, use a new name (name=...)")
+
+
+def stage_finished(done: Path, record: Path, opt: dict[str, Any], stage: str) -> bool:
+    """True if ``done`` exists and the stage finished with ``opt`` (EsrError if with other options)."""
+    if not done.is_file():
+        return False
+    check_finished_stage(record, opt, stage, done)
+    return True
 
 
 def batch_line(stage: str, opt: dict[str, Any], world_size: int) -> str:
@@ -151,23 +208,27 @@ def batch_line(stage: str, opt: dict[str, Any], world_size: int) -> str:
     """
     per_device = int(opt["datasets"]["train"]["batch_size_per_gpu"])
     if world_size > 1:
-        return f"stage {stage}: batch {per_device} per process x {world_size} processes = global batch {per_device * world_size}"
+        return (f"stage {stage}: batch {per_device} per process x {world_size} processes "
+                f"= global batch {per_device * world_size}")
     gpus = torch.cuda.device_count() if opt.get("num_gpu") == "auto" else int(opt.get("num_gpu") or 0)
     if gpus > 1:
         return f"stage {stage}: batch {per_device} per GPU x {gpus} GPUs (DataParallel) = global batch {per_device * gpus}"
     return f"stage {stage}: batch {per_device} in 1 process = global batch {per_device}"
 
 
-def train_document(doc: dict[str, Any], root: Path | None = None, launcher: str = "none") -> Path:
-    """Run every unfinished stage of ``doc`` in order; returns the path of ``final.pth``.
+def train_document(doc: dict[str, Any], root: Path | None = None, source: str | None = None,
+                   launcher: str = "none") -> Path:
+    """Validate ``doc`` (errors name ``source``, default its name), then run every unfinished stage in
+    order; returns the path of ``final.pth``.
 
     Distributed (``launcher`` pytorch/slurm, process group already started): every rank runs this;
     rank 0 alone decides which stages are finished and writes the runner's files (stage options,
-    warm-start files, stage markers, ``final.pth``, ``curve.json``) while the others wait for it.
+    warm-start files, stage markers and records, ``final.pth``, ``curve.json``) while the others wait.
     """
     from esr.train.bridge import register_all
 
     register_all()
+    validate_document(doc, source or str(doc.get("name")))
     root = Path(root or Path.cwd()).resolve()
     world_size = current().world_size
     stages = stage_options(doc)
@@ -177,7 +238,8 @@ def train_document(doc: dict[str, Any], root: Path | None = None, launcher: str 
     previous: Path | None = None
     for index, (stage, opt) in enumerate(stages):
         done = run_dir / f"stage_{stage}.pth"
-        if run_on_main(done.is_file):
+        record = run_dir / f"stage_{stage}.json"
+        if run_on_main(lambda: stage_finished(done, record, opt, stage)):
             log.info("stage %s already finished (%s), skipped", stage, done)
             previous = done
             continue
@@ -186,23 +248,26 @@ def train_document(doc: dict[str, Any], root: Path | None = None, launcher: str 
             opt["path"] = {**opt.get("path", {}), "pretrain_network_g": str(start),
                            "param_key_g": "params", "strict_load_g": True}
         opt_file = run_dir / "stages" / f"{index}_{stage}.yml"
-        run_on_main(lambda: opt_file.write_text(yaml.safe_dump(opt, sort_keys=False)))
+        run_on_main(lambda: write_bytes_atomically(opt_file, yaml.safe_dump(opt, sort_keys=False).encode()))
         log.info("stage %s (%d/%d): %s", stage, index + 1, len(stages), opt_file)
         log.info(batch_line(stage, opt, world_size))
         run_basicsr(opt_file, root, launcher)
-        run_on_main(lambda: export_stage(opt, root, done))
+        run_on_main(lambda: finish_stage(opt, root, record, done))
         previous = done
-    final = run_dir / "final.pth"
-    run_on_main(lambda: write_final(previous, final, run_dir, stages, root))
-    return final
+    return run_on_main(lambda: write_final(previous, run_dir, stages, root))
 
 
-def write_final(last_stage: Path, final: Path, run_dir: Path, stages: list[tuple[str, dict[str, Any]]],
-                root: Path) -> None:
-    """Copy the last stage's weights to ``final`` (atomically) and write ``curve.json``."""
-    shutil.copyfile(last_stage, run_dir / ".final.pth.part")
-    (run_dir / ".final.pth.part").replace(final)
+def finish_stage(opt: dict[str, Any], root: Path, record: Path, done: Path) -> None:
+    """Record the stage's options, then export its weights to ``done`` (the marker: written last)."""
+    write_bytes_atomically(record, json.dumps(result_options(opt), indent=1).encode())
+    export_stage(opt, root, done)
+
+
+def write_final(last_stage: Path, run_dir: Path, stages: list[tuple[str, dict[str, Any]]], root: Path) -> Path:
+    """Copy the last stage's weights to ``final.pth`` (atomically), write ``curve.json``; the path of ``final.pth``."""
+    final = replace_atomically(run_dir / "final.pth", lambda tmp: shutil.copyfile(last_stage, tmp))
     collect_curve(run_dir, stages, root)
+    return final
 
 
 def calibration_batch(opt: dict[str, Any], count: int = 8) -> torch.Tensor:
