@@ -8,13 +8,15 @@ ratio to one process in the same run. The CPU cores are shared out evenly: one p
 torch threads, each of N shards or Ray actors gets cores/N.
 
 - ``one process``: ``esr upscale DIR -o OUT``
+- ``one process, 1 thread``: the same with one torch thread (the per-core reference: on a shared
+  machine, threads of one process that wait for each other suffer most from other users' load)
 - ``2 shards``:    ``esr upscale DIR -o OUT --shard 0/2`` and ``--shard 1/2``, started together
 - ``ray 2 actors``: ``esr upscale DIR -o OUT --ray --ray-actors 2`` (starts a local Ray)
 
 Training (options/demo_rlfn_s_x4.yml, one stage, no validation or checkpoints while timed): the same
-global batch once in one process and once as ``torchrun --nproc_per_node 2 ... --launcher pytorch``
-(half the batch per rank, half the threads); iterations/s from BasicSR's log, between "Start
-training" and "End of training" (start-up excluded).
+global batch in one process (all threads, and one thread) and as ``torchrun --nproc_per_node 2 ...
+--launcher pytorch`` (half the batch per rank, half the threads); iterations/s from BasicSR's log,
+between "Start training" and "End of training" (start-up excluded).
 
 On a machine with 2 cores neither can be faster than one process using both cores: these figures are
 the overhead of the scale-out machinery (extra processes, Ray, gradient all-reduce), not a speed-up.
@@ -52,6 +54,8 @@ def upscale_commands(config: str, folder: Path, out: Path, device: str, cores: i
     base = [sys.executable, "-m", "esr", "upscale", str(folder), "-o", str(out), "--quiet", "--device", device]
     if config == "one process":
         return [(base, cores)]
+    if config == "one process, 1 thread":
+        return [(base, 1)]
     if config == "2 shards":
         return [(base + ["--shard", f"{index}/2"], max(1, cores // 2)) for index in range(2)]
     if config == "ray 2 actors":
@@ -78,7 +82,7 @@ def time_upscale(config: str, folder: Path, device: str, cores: int) -> float:
 
 
 def bench_upscale(folder: Path, repeats: int, device: str, cores: int) -> list[dict]:
-    configs = ["one process", "2 shards", "ray 2 actors"]
+    configs = ["one process", "one process, 1 thread", "2 shards", "ray 2 actors"]
     times: dict[str, list[float]] = {config: [] for config in configs}
     for round_index in range(repeats):
         shift = round_index % len(configs)
@@ -105,12 +109,12 @@ def train_options(global_batch: int, world_size: int, iters: int, gt_size: int) 
     return doc
 
 
-def time_train(world_size: int, global_batch: int, iters: int, gt_size: int, cores: int) -> dict:
-    """Iterations/s of one training run (BasicSR log timestamps, start-up excluded)."""
+def time_train(world_size: int, global_batch: int, iters: int, gt_size: int, threads: int) -> dict:
+    """Iterations/s of one training run with ``threads`` torch threads per process (BasicSR log timestamps,
+    start-up excluded)."""
     with tempfile.TemporaryDirectory() as tmp:
         opt = Path(tmp) / "bench.yml"
         opt.write_text(yaml.safe_dump(train_options(global_batch, world_size, iters, gt_size)))
-        threads = max(1, cores // world_size)
         esr_train = ["train", "-opt", str(opt), "--threads", str(threads)]
         if world_size == 1:
             argv = [sys.executable, "-m", "esr", *esr_train]
@@ -164,23 +168,27 @@ def main() -> None:
     folder = args.data or shared_dir() / "datasets" / "Set14" / "LR_bicubic" / "X4"
     cores = os.cpu_count() or 1
     report = {
-        "note": (f"{cores} cores shared out evenly: one process uses all, each of 2 shards/actors/ranks half. "
-                 "With 2 cores no configuration can beat one process; the ratios show the overhead of the "
-                 "scale-out machinery. Upscaling times are end to end (process start, model load, Ray start-up)."),
+        "note": (f"{cores} cores shared out evenly: one process uses all, each of 2 shards/actors/ranks half; "
+                 "'1 thread' rows are the per-core reference. With 2 cores no configuration can beat one process "
+                 "on an idle machine; the ratios show the overhead of the scale-out machinery. Upscaling times are "
+                 "end to end (process start, model load, Ray start-up). Load average at start/end is recorded: "
+                 "on a shared machine, figures are not comparable across runs."),
         "environment": environment(), "data": str(folder), "model": "rlfn_s_x4 (embedded default), torch backend",
         "device": args.device, "quick": args.quick,
     }
     print("upscaling (end to end):", flush=True)
     report["upscale"] = bench_upscale(folder, args.repeats, args.device, cores)
     for row in report["upscale"]:
-        print(f"{row['config']:14s} {row['images_per_s']:6.2f} img/s  median {row['median_s']:.2f} s  "
+        print(f"{row['config']:22s} {row['images_per_s']:6.2f} img/s  median {row['median_s']:.2f} s  "
               f"({row['speed_vs_one_process']:.2f}x one process)", flush=True)
     print("training (iterations/s, start-up excluded):", flush=True)
-    report["train"] = [time_train(n, args.global_batch, args.train_iters, args.gt_size, cores) for n in (1, 2)]
+    report["train"] = [time_train(n, args.global_batch, args.train_iters, args.gt_size, threads)
+                       for n, threads in ((1, cores), (1, 1), (2, max(1, cores // 2)))]
     for row in report["train"]:
         row["speed_vs_one_process"] = row["iterations_per_s"] / report["train"][0]["iterations_per_s"]
-        print(f"{row['processes']} process(es) x batch {row['batch_per_process']}: {row['iterations_per_s']:.2f} it/s "
-              f"({row['speed_vs_one_process']:.2f}x), wall with start-up {row['wall_seconds_with_startup']:.1f} s", flush=True)
+        print(f"{row['processes']} process(es) x batch {row['batch_per_process']} x {row['threads_per_process']} "
+              f"thread(s): {row['iterations_per_s']:.2f} it/s ({row['speed_vs_one_process']:.2f}x), "
+              f"wall with start-up {row['wall_seconds_with_startup']:.1f} s", flush=True)
     report["load_avg_at_end"] = os.getloadavg()
     out = args.out or REPO / "results" / "bench_scale" / f"{args.device}_{time.strftime('%Y%m%d_%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
