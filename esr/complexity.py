@@ -12,7 +12,7 @@ def count_params(model: nn.Module) -> int:
 
 @torch.no_grad()
 def count_macs(model: nn.Module, height: int = 256, width: int = 256) -> int:
-    """MACs of one forward pass on a (1, 3, height, width) input.
+    """MACs of one forward pass on a (1, C, height, width) input (C: the descriptor's in_channels, else 3).
 
     Counted by PyTorch's FlopCounterMode over the aten ops that run (convolutions,
     matmuls, linear layers; elementwise ops are not counted, as in fvcore/thop);
@@ -21,5 +21,6 @@ def count_macs(model: nn.Module, height: int = 256, width: int = 256) -> int:
     device = next(model.parameters()).device
     counter = FlopCounterMode(display=False)
     with counter:
-        model(torch.zeros(1, 3, height, width, device=device))
+        channels = model.descriptor.in_channels if hasattr(model, "descriptor") else 3
+        model(torch.zeros(1, channels, height, width, device=device))
     return counter.get_total_flops() // 2

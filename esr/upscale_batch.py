@@ -16,11 +16,16 @@ Several runs on one OUTDIR share the work through per-output claim files
 (:mod:`esr.claims`): a run skips what another finished or is writing, and a run starts
 by removing the temp files and claims that killed runs left behind.
 
+Videos and animations (see :mod:`esr.media_kinds`) are upscaled after the images, one
+file at a time, each by its kind's runner with its own frame pipeline, under the same
+claims and output policy.
+
 One file's work is :func:`upscale_file`: :func:`begin_file` (claim the output, or skip it),
-read, upscale, :func:`write_output` (atomic), :func:`end_file` (release the claim). The threaded
-pipeline runs the same steps overlapped; Ray actors (:mod:`esr.scale.ray_batch`) call
-:func:`upscale_file` itself. ``--shard I/N`` (:mod:`esr.scale.shard`) keeps this process's part
-of the plan (:func:`select_shard`).
+:func:`process_file` (read -> upscale -> write atomically, or the kind's runner),
+:func:`end_file` (release the claim). The threaded image pipeline runs the same steps
+overlapped (:func:`write_output` is its write), videos and animations go through
+:func:`process_file`, and Ray actors (:mod:`esr.scale.ray_batch`) call :func:`upscale_file`.
+``--shard I/N`` (:mod:`esr.scale.shard`) keeps this process's part of the plan (:func:`select_shard`).
 """
 from __future__ import annotations
 
@@ -38,8 +43,10 @@ from typing import TYPE_CHECKING, Callable
 from esr import claims
 from esr.errors import EXIT_FAILED, EXIT_OK, EsrError, error_line, one_line
 from esr.fileio import file_id, same_file
-from esr.image_io import DEFAULT_MAX_PIXELS, READ_SUFFIXES, Image, output_suffix, read_image, write_image
+from esr.image_io import DEFAULT_MAX_PIXELS, Image, read_image, write_image
+from esr.media_kinds import IMAGE, KINDS, collected_suffixes, kind_of
 from esr.scale.shard import Shard
+from esr.video.options import VideoOptions
 
 if TYPE_CHECKING:
     from esr.upscaler import Upscaler
@@ -55,6 +62,7 @@ class BatchOptions:
     backend: str | None = None
     device: str | None = None
     fp16: bool = False
+    threads: int = 0
     tile: int = 0
     tile_pad: int = 16
     outscale: float | None = None
@@ -66,6 +74,7 @@ class BatchOptions:
     jobs: int = 2
     quiet: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
+    video: VideoOptions = field(default_factory=VideoOptions)
     shard: Shard | None = None  # this process's shard of the outputs (None: all)
     ray: str | None = None  # None: no Ray; "": ray.init()'s default cluster; else its address
     ray_actors: int = 0  # 0: one per GPU, else one per CPU, of the Ray cluster
@@ -76,6 +85,7 @@ class Task:
     src: Path
     dest: Path
     replace: bool = False  # dest exists but is empty (0 bytes): it is written again
+    kind: str = IMAGE.name  # the media kind (esr.media_kinds) that upscales it
 
 
 @dataclass
@@ -88,12 +98,13 @@ class Plan:
 
 
 def _folder_images(folder: Path, recursive: bool, outdir: Path) -> list[Path]:
-    """Images in ``folder`` (hidden files excluded); an OUTDIR nested inside it is not scanned."""
+    """Images, videos and animations in ``folder`` (hidden files excluded); an OUTDIR nested inside it is not scanned."""
     found = folder.rglob("*") if recursive else folder.iterdir()
     nested = folder.resolve() in outdir.parents
+    suffixes = collected_suffixes()
     return sorted(
         p for p in found
-        if p.is_file() and p.suffix.lower() in READ_SUFFIXES and not p.name.startswith(".")
+        if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith(".")
         and not (nested and outdir in p.resolve().parents)
     )
 
@@ -120,7 +131,7 @@ def expand_inputs(inputs: list[str], recursive: bool, outdir: Path) -> tuple[lis
             images = _folder_images(path, recursive, outdir)
             found += [Found(p, p.parent.relative_to(path), True) for p in images]
             if not images:
-                errors.append(f"{item}: no images in this folder (looked for {', '.join(READ_SUFFIXES)})")
+                errors.append(f"{item}: no images in this folder (looked for {', '.join(collected_suffixes())})")
         elif path.is_file():
             found.append(Found(path, Path(), False))
         elif glob.has_magic(item):
@@ -149,15 +160,16 @@ def plan_batch(options: BatchOptions) -> Plan:
     outdir = Path(options.outdir).resolve()
     found, errors = expand_inputs(options.inputs, options.recursive, outdir)
     plan = Plan(errors=errors)
-    dests = [outdir / item.rel / f"{item.path.stem}{options.suffix}{output_suffix(options.ext, item.path)}"
-             for item in found]
+    kinds = [kind_of(item.path) for item in found]
+    dests = [outdir / item.rel / f"{item.path.stem}{options.suffix}{kind.output_suffix(item.path, options)}"
+             for item, kind in zip(found, kinds)]
     planned = set(dests)
     earlier = [is_earlier_output(item, dest, options.suffix) for item, dest in zip(found, dests)]
-    inputs = [(item, dest) for item, dest, ours in zip(found, dests, earlier)
+    inputs = [(item, dest, kind.name) for item, dest, kind, ours in zip(found, dests, kinds, earlier)
               if not (ours or (item.scanned and item.path.resolve() in planned))]
     protected = {file_id(item.path) for item, ours in zip(found, earlier) if not ours}
     claimed: dict[Path, Path] = {}
-    for item, dest in inputs:
+    for item, dest, kind in inputs:
         src = item.path
         if dest in claimed:
             if claimed[dest] != src.resolve():
@@ -170,11 +182,11 @@ def plan_batch(options: BatchOptions) -> Plan:
         elif dest.is_dir():
             plan.errors.append(f"{src}: output {dest} is a folder")
         elif written and not options.overwrite:
-            plan.skipped.append(Task(src, dest))
+            plan.skipped.append(Task(src, dest, kind=kind))
         elif dest.exists() and file_id(dest) in protected:
             plan.errors.append(f"{src}: output {dest} would replace another input (use another -o or a --suffix)")
         else:
-            plan.todo.append(Task(src, dest, replace=dest.exists()))
+            plan.todo.append(Task(src, dest, replace=dest.exists(), kind=kind))
     return plan
 
 
@@ -217,68 +229,21 @@ def build_upscaler(options: BatchOptions) -> Upscaler:
     import torch
 
     from esr.backends import create_backend, default_backend_for
+    from esr.loading import open_model
     from esr.upscaler import Upscaler
     from esr.zoo import DEFAULT_MODEL
 
-    model = options.model or DEFAULT_MODEL
-    backend_name = options.backend or default_backend_for(model)
+    loaded = open_model(options.model or DEFAULT_MODEL)
+    backend_name = options.backend or default_backend_for(loaded)
     device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    backend = create_backend(backend_name, model, device=device, fp16=options.fp16)
+    backend = create_backend(backend_name, loaded, device=device, precision="fp16" if options.fp16 else None,
+                             threads=options.threads)
     return Upscaler(backend, tile=options.tile, tile_pad=options.tile_pad, outscale=options.outscale)
 
 
 def _reason(err: Exception) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
-
-
-def failure_line(path: Path, err: Exception) -> str:
-    """The one ``error: PATH: reason`` line for a file that failed (EsrError messages name their file)."""
-    message = str(err) if isinstance(err, EsrError) else _reason(err)
-    return error_line(message if message.startswith(str(path)) else f"{path}: {message}")
-
-
-DONE, SKIPPED, BUSY = "done", "skipped", "busy"
-"""What became of a file that did not fail: written; skipped (its output is written); skipped, being
-written by another run."""
-
-
-def begin_file(task: Task, options: BatchOptions) -> str | None:
-    """Claim ``task``'s output before its input is read: None if this run writes it (the claim is held
-    until :func:`end_file`), else SKIPPED (written meanwhile: by another run, or before a retry) or BUSY
-    (another live run holds it). OSError if the claim file cannot be made."""
-    if not claims.try_claim(task.dest):
-        return BUSY
-    if options.overwrite or task.replace or not _written(task.dest):
-        return None
-    claims.release(task.dest)
-    return SKIPPED
-
-
-def end_file(task: Task) -> None:
-    """Release the claim :func:`begin_file` took (after the write, or after a failure)."""
-    claims.release(task.dest)
-
-
-def write_output(result: Image, task: Task, options: BatchOptions) -> Path:
-    """Encode and write ``result`` to ``task.dest`` atomically (temp file + rename)."""
-    return write_image(result, task.dest, options.quality, options.overwrite or task.replace)
-
-
-def upscale_file(task: Task, upscaler: Upscaler, options: BatchOptions,
-                 progress: Callable[[float], None] | None = None) -> str:
-    """One file, start to end: claim -> read -> upscale -> write -> release. DONE, SKIPPED or BUSY;
-    raises on failure (reported with :func:`failure_line`), the claim released. Running it twice for
-    one task (a retried Ray task, overlapping shards) writes once unless ``overwrite``."""
-    skip = begin_file(task, options)
-    if skip is not None:
-        return skip
-    try:
-        image = read_image(task.src, options.max_pixels)
-        write_output(upscaler.upscale_image(image, progress=progress), task, options)
-    finally:
-        end_file(task)
-    return DONE
 
 
 @dataclass
@@ -298,6 +263,88 @@ def _written(path: Path) -> bool:
         return path.stat().st_size > 0
     except OSError:
         return False
+
+
+def failure_line(path: Path, err: Exception) -> str:
+    """The one ``error: PATH: reason`` line for a file that failed (EsrError messages name their file)."""
+    message = str(err) if isinstance(err, EsrError) else _reason(err)
+    return error_line(message if message.startswith(str(path)) else f"{path}: {message}")
+
+
+def report_failure(err: Exception, path: Path, counts: Counts, say: Callable[[str], None]) -> None:
+    """Count a failed file and say one ``error: PATH: reason`` line."""
+    counts.failed += 1
+    say(failure_line(path, err))
+
+
+DONE, SKIPPED, BUSY = "done", "skipped", "busy"
+"""What became of a file that did not fail: written; skipped (its output is written); skipped, being
+written by another run."""
+
+
+def begin_file(task: Task, options: BatchOptions) -> str | None:
+    """Claim ``task``'s output (:mod:`esr.claims`) before its input is read: None to go ahead (the claim
+    is held until :func:`end_file`), else SKIPPED (written after this run's plan: by another run, or
+    before a retry) or BUSY (another live run holds it). OSError if the claim cannot be made."""
+    if not claims.try_claim(task.dest):
+        return BUSY
+    if options.overwrite or task.replace or not _written(task.dest):
+        return None
+    claims.release(task.dest)
+    return SKIPPED
+
+
+def end_file(task: Task) -> None:
+    """Release the claim :func:`begin_file` took (after the write, or after a failure)."""
+    claims.release(task.dest)
+
+
+def count_outcome(counts: Counts, outcome: str) -> None:
+    """Count a file that did not fail: DONE, SKIPPED or BUSY."""
+    counts.done += outcome == DONE
+    counts.skipped += outcome in (SKIPPED, BUSY)
+    counts.busy += outcome == BUSY
+
+
+def claim_output(task: Task, options: BatchOptions, counts: Counts) -> bool:
+    """:func:`begin_file`, counted: True to go ahead; False (counted as skipped) if another run holds the
+    output, or wrote it after this run's plan. OSError if the claim cannot be made."""
+    skip = begin_file(task, options)
+    if skip is not None:
+        count_outcome(counts, skip)
+    return skip is None
+
+
+def write_output(result: Image, task: Task, options: BatchOptions) -> Path:
+    """Encode and write ``result`` to ``task.dest`` atomically (temp file + rename, the output policy)."""
+    return write_image(result, task.dest, options.quality, options.overwrite or task.replace)
+
+
+WHOLE_FILE_KINDS = {kind.name: kind for kind in KINDS if kind.runner}
+"""Media kinds upscaled one whole file at a time by their runner (videos, animations)."""
+
+
+def process_file(task: Task, upscaler: Upscaler, options: BatchOptions) -> None:
+    """The work on one claimed file: an image is read, upscaled and written (:func:`write_output`); a video
+    or animation goes to its kind's runner (:mod:`esr.media_kinds`). Raises on failure."""
+    if task.kind == IMAGE.name:
+        write_output(upscaler.upscale_image(read_image(task.src, options.max_pixels)), task, options)
+    else:
+        WHOLE_FILE_KINDS[task.kind].load_runner()(task, upscaler, options)
+
+
+def upscale_file(task: Task, upscaler: Upscaler, options: BatchOptions) -> str:
+    """One file, start to end: claim -> :func:`process_file` -> release. DONE, SKIPPED or BUSY; raises on
+    failure (reported with :func:`failure_line`), the claim released. Running it twice for one task
+    (a retried Ray task, overlapping shards) writes once unless ``overwrite``."""
+    skip = begin_file(task, options)
+    if skip is not None:
+        return skip
+    try:
+        process_file(task, upscaler, options)
+    finally:
+        end_file(task)
+    return DONE
 
 
 def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, counts: Counts,
@@ -321,8 +368,7 @@ def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, c
                dynamic_ncols=True)  # None: no bar when stderr is not a terminal (logs stay line by line)
 
     def fail(err: Exception, path: Path) -> None:
-        counts.failed += 1
-        say(failure_line(path, err))
+        report_failure(err, path, counts, say)
 
     def finish(task: Task) -> None:
         end_file(task)
@@ -331,18 +377,15 @@ def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, c
     def start(task: Task) -> bool:
         """Claim ``task``'s output; False (counted, bar advanced) if it is not this run's to write."""
         try:
-            skip = begin_file(task, options)
+            go = claim_output(task, options, counts)
         except OSError as err:
             fail(err, task.dest)
-            bar.update(1)
-            return False
-        if skip is None:
+            go = False
+        if go:
             held.add(task.dest)
-            return True
-        counts.skipped += 1
-        counts.busy += skip == BUSY
-        bar.update(1)
-        return False
+        else:
+            bar.update(1)
+        return go
 
     def prefetch() -> None:
         while len(reads) < depth and (task := next(pending, None)) is not None:
@@ -395,6 +438,33 @@ def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, c
         bar.close()
 
 
+def run_whole_files(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, counts: Counts,
+                    say: Callable[[str], None]) -> None:
+    """Upscale videos and animations one file at a time by their kind's runner (:mod:`esr.media_kinds`),
+    each output claimed like an image's; Ctrl-C (and SIGTERM) propagate after the claim is released."""
+    for task in tasks:
+        try:
+            if not claim_output(task, options, counts):
+                continue
+        except OSError as err:
+            report_failure(err, task.dest, counts, say)
+            continue
+        try:
+            process_file(task, upscaler, options)
+            counts.done += 1
+        except Exception as err:  # one file's failure must not stop the batch
+            report_failure(err, task.src, counts, say)
+        finally:
+            end_file(task)
+
+
+def run_local(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, counts: Counts,
+              say: Callable[[str], None]) -> None:
+    """This process: images through the threaded pipeline, then videos and animations one by one."""
+    run_pipeline([t for t in tasks if t.kind == IMAGE.name], upscaler, options, counts, say)
+    run_whole_files([t for t in tasks if t.kind != IMAGE.name], upscaler, options, counts, say)
+
+
 def run_batch(options: BatchOptions, log: Callable[[str], None] | None = None) -> int:
     """Run ``esr upscale``: returns the exit code (0 all done, 1 some failed); prints errors and the summary.
 
@@ -413,7 +483,7 @@ def run_batch(options: BatchOptions, log: Callable[[str], None] | None = None) -
         warnings.simplefilter("ignore" if options.quiet else "default")
         warnings.showwarning = lambda message, *_, **__: say(f"warning: {message}")
         if options.ray is None:  # the model is loaded here also when all outputs exist: a bad --model is reported
-            execute = partial(run_pipeline, upscaler=build_upscaler(options))
+            execute = partial(run_local, upscaler=build_upscaler(options))
         else:  # each Ray actor loads it
             from esr.scale.ray_batch import run_on_ray as execute
         counts = Counts(skipped=len(plan.skipped), failed=len(plan.errors))

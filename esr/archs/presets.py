@@ -1,4 +1,4 @@
-"""Named architecture presets (variants differ only in constructor kwargs) and ``build_model``."""
+"""``build_model``: a fresh (untrained) model from a preset of :data:`esr.zoo.PRESETS` or a registered arch."""
 from __future__ import annotations
 
 from typing import Any
@@ -6,19 +6,11 @@ from typing import Any
 import torch.nn as nn
 
 from esr.registry import ARCH_REGISTRY
-
-ARCH_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
-    "rlfn": ("RLFN", dict(feature_channels=52, mid_channels=52, num_blocks=6, esa_channels=16)),
-    "rlfn_s": ("RLFN", dict(feature_channels=48, mid_channels=48, num_blocks=6, esa_channels=16)),
-    "rlfn_ntire": ("RLFN", dict(feature_channels=46, mid_channels=48, num_blocks=4, esa_channels=16)),
-    "ditn": ("DITN", dict(norm="layernorm")),
-    "ditn_real": ("DITN", dict(norm="tanh")),
-}
-"""preset name -> (registered arch name, constructor kwargs)."""
+from esr.zoo import PRESETS
 
 
 def build_model(name: str, scale: int = 4, **overrides: Any) -> nn.Module:
-    """A freshly initialised (untrained) model.
+    """A freshly initialised (untrained) model carrying its ``descriptor`` (``trained=False``).
 
     Args:
         name: a preset (``rlfn``, ``rlfn_s``, ``rlfn_ntire``, ``ditn``, ``ditn_real``) or a
@@ -26,11 +18,13 @@ def build_model(name: str, scale: int = 4, **overrides: Any) -> nn.Module:
         scale: upscale factor, 2, 3 or 4.
         overrides: constructor kwargs that replace the preset's.
     """
-    if name in ARCH_PRESETS:
-        arch, kwargs = ARCH_PRESETS[name]
+    if name in PRESETS:
+        arch, kwargs = PRESETS[name].arch, PRESETS[name].kwargs
     elif name in ARCH_REGISTRY:
         arch, kwargs = name, {}
     else:
-        known = ", ".join(sorted(ARCH_PRESETS) + list(ARCH_REGISTRY))
+        known = ", ".join(list(PRESETS) + list(ARCH_REGISTRY))
         raise KeyError(f"unknown model preset {name!r} (known: {known})")
-    return ARCH_REGISTRY.get(arch)(**{**kwargs, "upscale": scale, **overrides})
+    model = ARCH_REGISTRY.get(arch)(**{**kwargs, "upscale": scale, **overrides})
+    model.descriptor = model.descriptor.replace(name=name)
+    return model

@@ -1,6 +1,6 @@
 """``esr upscale --ray [ADDRESS]``: the planned files on a Ray cluster, one loaded model per actor.
 
-Ray Data reads the plan (one row per file: input, output), and ``map_batches`` sends rows to a pool
+Ray Data reads the plan (one row per file: input, output, media kind), and ``map_batches`` sends rows to a pool
 of :class:`UpscaleActor` (``num_gpus=1`` each on a cluster with GPUs, else CPU actors sharing the
 cluster's CPUs as torch threads). Each actor runs :func:`esr.upscale_batch.upscale_file`, the same
 per-file step as one process: the output is claimed (:mod:`esr.claims`; a claim of another live run
@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -45,8 +46,8 @@ def import_ray() -> Any:
 class UpscaleActor:
     """One Ray actor: loads the model once, then upscales the rows it is given, one file at a time.
 
-    A subclass made by :func:`actor_class` carries the batch ``options`` and the torch ``threads``
-    as class attributes (constructor arguments would go through Ray's object store). A model that
+    A subclass made by :func:`actor_class` carries the batch ``options`` and its share of CPU
+    ``threads`` (for torch or onnxruntime, unless ``--threads`` is given) as class attributes (constructor arguments would go through Ray's object store). A model that
     does not load does not kill the actor (Ray would report a traceback): every row then comes back
     with status ``no model`` and the one-line reason, which the driver raises as a usage error.
     """
@@ -55,29 +56,26 @@ class UpscaleActor:
     threads: int
 
     def __init__(self) -> None:
-        import torch
-
         from esr.upscale_batch import build_upscaler
 
-        torch.set_num_threads(self.threads)
         self.upscaler, self.load_error = None, ""
-        try:
-            self.upscaler = build_upscaler(self.options)
+        try:  # --threads, if given, wins over the actor's share of the CPUs
+            self.upscaler = build_upscaler(replace(self.options, threads=self.options.threads or self.threads))
         except EsrError as err:
             self.load_error = str(err)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
-        """Rows ``{src, dest, replace}`` -> ``{src, status, lines}``: status done/skipped/busy/failed/no model,
-        ``lines`` the ``error:``/``warning:`` lines for the user, newline-separated."""
+        """Rows ``{src, dest, replace, kind}`` (a :class:`esr.upscale_batch.Task`) -> ``{src, status, lines}``:
+        status done/skipped/busy/failed/no model, ``lines`` the ``error:``/``warning:`` lines, newline-separated."""
         from esr.upscale_batch import Task
 
         statuses, lines = [], []
-        for src, dest, replace in zip(batch["src"], batch["dest"], batch["replace"]):
+        for src, dest, replace, kind in zip(batch["src"], batch["dest"], batch["replace"], batch["kind"]):
             if self.upscaler is None:
                 statuses.append(NO_MODEL)
                 lines.append(self.load_error)
                 continue
-            status, said = self.upscale_one(Task(Path(src), Path(dest), bool(replace)))
+            status, said = self.upscale_one(Task(Path(src), Path(dest), bool(replace), str(kind)))
             statuses.append(status)
             lines.append("\n".join(said))
         return {"src": list(batch["src"]), "status": statuses, "lines": lines}
@@ -165,7 +163,7 @@ def run_on_ray(tasks: list[Task], options: BatchOptions, counts: Counts, say: Ca
     ray = import_ray()  # also with nothing to do: --ray without Ray is a usage error
     from tqdm import tqdm
 
-    from esr.upscale_batch import BUSY, DONE, SKIPPED
+    from esr.upscale_batch import count_outcome
     if not tasks:
         return
     from ray.data import ActorPoolStrategy, DataContext
@@ -179,7 +177,8 @@ def run_on_ray(tasks: list[Task], options: BatchOptions, counts: Counts, say: Ca
             context.enable_progress_bars = False  # Ray's bars draw through its log channel; esr's bar is below
             context.print_on_execution_start = False
             # 16 blocks per actor balance the load; a retried block skips the files it had finished
-            rows = ray.data.from_items([{"src": str(t.src), "dest": str(t.dest), "replace": t.replace} for t in tasks],
+            rows = ray.data.from_items([{"src": str(t.src), "dest": str(t.dest), "replace": t.replace, "kind": t.kind}
+                                        for t in tasks],
                                        override_num_blocks=min(len(tasks), 16 * actors))
             results = rows.map_batches(actor_class(options, threads), batch_size=1,
                                        compute=ActorPoolStrategy(size=min(actors, len(tasks))), **resources)
@@ -189,10 +188,10 @@ def run_on_ray(tasks: list[Task], options: BatchOptions, counts: Counts, say: Ca
                     raise EsrError(row["lines"])
                 for line in filter(None, row["lines"].split("\n")):
                     say(line)
-                counts.failed += row["status"] == FAILED
-                counts.done += row["status"] == DONE
-                counts.skipped += row["status"] in (SKIPPED, BUSY)
-                counts.busy += row["status"] == BUSY
+                if row["status"] == FAILED:
+                    counts.failed += 1
+                else:
+                    count_outcome(counts, row["status"])
     except ray.exceptions.RayError as err:
         raise EsrError(f"Ray: {str(err).strip().splitlines()[0]}") from None
     finally:
