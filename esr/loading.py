@@ -258,7 +258,9 @@ def read_torch_file(path: Path) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         reason = _unpickler_reason(err)
-        if "global" in reason.lower():
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+        if "global" in reason.lower() or head.startswith((b"\x80", b"PK\x03\x04")):  # a pickle, or torch's zip
             raise EsrError(f"{path}: not a weights checkpoint: it holds Python objects other than tensors, "
                            f"which esr never unpickles ({reason})") from None
         raise EsrError(f"{path}: corrupt or unreadable checkpoint ({reason})") from None

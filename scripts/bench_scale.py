@@ -191,8 +191,9 @@ def main() -> None:
               f"wall with start-up {row['wall_seconds_with_startup']:.1f} s", flush=True)
     report["load_avg_at_end"] = os.getloadavg()
     out = args.out or REPO / "results" / "bench_scale" / f"{args.device}_{time.strftime('%Y%m%d_%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    from esr.fileio import write_bytes_atomically
+
+    write_bytes_atomically(out, json.dumps(report, indent=2).encode())
     print(f"wrote {out}")
 
 

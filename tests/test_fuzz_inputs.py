@@ -422,3 +422,22 @@ def test_the_console_shows_one_line(workspace, case):
     assert proc.returncode in {1, 2} and "Traceback" not in proc.stderr
     assert len(lines) == 1 and lines[0].startswith("error: ") and bad.name in lines[0], proc.stderr
     assert snapshot(workspace / "images") == before
+
+
+def documented_exit_codes() -> dict[str, set[int]]:
+    """command -> exit codes its row of the per-command table in docs/errors.md uses (beside 0)."""
+    table = {}
+    for line in (REPO / "docs" / "errors.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) == 5 and cells[0].startswith("`esr "):
+            codes = {code for code, cell in zip((0, 1, 2), cells[1:4]) if cell != "-"}
+            codes |= {3, 4} if cells[4] != "-" else set()
+            table[cells[0].strip("`").split()[1]] = codes
+    return table
+
+
+def test_the_codes_asserted_here_are_the_documented_ones():
+    documented = documented_exit_codes()
+    assert set(documented) >= set(EXIT_CODES) | {"models"}
+    for command, codes in EXIT_CODES.items():
+        assert codes <= documented[command], (command, codes, documented[command])

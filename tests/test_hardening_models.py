@@ -139,6 +139,18 @@ def test_every_arch_declares_limits_for_its_numeric_keywords():
         assert not missing, f"{name}: add {sorted(missing)} to {name}.LIMITS (see esr.limits)"
 
 
+def test_the_docs_state_the_limits():
+    from esr.image_io import DEFAULT_MAX_PIXELS
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "errors.md").read_text()
+    limits = text[text.index("## Limits"):text.index("## Training options")]
+    assert f"{MAX_PARAMS:,}" in limits and f"{DEFAULT_MAX_PIXELS:,}" in limits and "ESR_MAX_PARAMS" in limits
+    assert all(name in limits for name in ARCH_REGISTRY)
+    assert "RLFN channels 1-1024, blocks 1-64, scale 1-8" in limits
+    assert ARCH_REGISTRY.get("RLFN").LIMITS["feature_channels"] == (1, 1024)
+    assert ARCH_REGISTRY.get("RLFN").LIMITS["num_blocks"] == (1, 64)
+
+
 def test_training_options_and_checkpoint_metadata_are_checked(tmp_path, capsys):
     from esr.train.schema import document_problems
 
