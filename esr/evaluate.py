@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from esr.backends import Backend, create_backend
 from esr.errors import EsrError
-from esr.image_io import DEFAULT_MAX_PIXELS, read_header
+from esr.image_io import DEFAULT_MAX_PIXELS, read_checked
 from esr.upscaler import Upscaler
 from esr.metrics import matlab_bicubic_downscale, mod_crop, psnr_ssim_y
 
@@ -45,13 +45,7 @@ def find_pairs(data_dir: str | Path, scale: int) -> list[EvalPair]:
 def read_bgr_uint8(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """(H, W, 3) uint8 BGR; EsrError (exit 1) naming the file if it cannot be decoded or its header
     says it is over ``max_pixels`` (0: no limit; checked before decoding)."""
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise EsrError(f"{path}: cannot read ({err.strerror or err})", exit_code=1) from None
-    if not data:
-        raise EsrError(f"{path}: empty file (0 bytes)", exit_code=1)
-    read_header(data, path, max_pixels)
+    data, _ = read_checked(path, max_pixels)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise EsrError(f"{path}: cannot decode image", exit_code=1)

@@ -51,7 +51,8 @@ class LoadedModel:
 
     ``kind`` is ``module`` (``module`` set: eval mode and on the CPU when a loader made it; a module
     passed in is used as given, backends and the graph builder work on eval-mode copies), ``onnx``
-    or ``engine`` (``path`` set).
+    or ``engine`` (``path`` set). ``path`` is also set for a module read from a checkpoint file: the
+    source model that no output may replace.
     """
 
     descriptor: ModelDescriptor
@@ -383,7 +384,7 @@ def load_checkpoint_file(text: str, scale: int | None, allow_untrained: bool) ->
         raise EsrError(f"{path}: checkpoint is x{model.descriptor.scale}, but x{scale} was asked for")
     model.descriptor = model.descriptor.replace(name=path.stem, source=f"checkpoint {path.name}",
                                                 source_sha256=sha256_of(path), trained=True)
-    return LoadedModel(model.descriptor, "module", module=model.eval())
+    return LoadedModel(model.descriptor, "module", module=model.eval(), path=path)
 
 
 def load_zoo(key: str, scale: int | None, allow_untrained: bool) -> LoadedModel:

@@ -194,6 +194,21 @@ def test_export_to_a_folder_a_file_parent_or_a_failing_disk(tmp_path, tiny, caps
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "new", "tiny.pth"]  # no temp file left
 
 
+def test_a_deploy_graph_never_replaces_its_source_model(tmp_path, tiny):
+    from esr.export.graph import build_deploy_graph
+
+    graph = build_deploy_graph(open_model(tiny), "none", (1, 3, 16, 16))
+    before = tiny.read_bytes()
+    for overwrite in (False, True):
+        with pytest.raises(EsrError, match="is an input of this command"):
+            graph.save(tiny, overwrite=overwrite)  # no sources given: the graph knows where it came from
+    (tmp_path / "g.onnx").write_bytes(b"mine")
+    with pytest.raises(EsrError, match="exists \\(use --overwrite"):
+        graph.save(tmp_path / "g.onnx")  # the default keeps an existing file
+    assert graph.save(tmp_path / "g.onnx", overwrite=True).read_bytes()[:4] != b"mine"
+    assert tiny.read_bytes() == before
+
+
 def test_quantize_with_one_pixel_images_and_bad_crop_sizes(tmp_path, tiny, capsys):
     calib = tmp_path / "calib"
     calib.mkdir()
