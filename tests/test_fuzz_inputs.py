@@ -21,7 +21,6 @@ import struct
 import subprocess
 import sys
 import zlib
-from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
@@ -237,12 +236,16 @@ def tiny_clip() -> bytes:
 
 
 def zero_frame_clip() -> bytes:
+    """A Matroska file whose video stream never gets a frame (only an audio packet is muxed)."""
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="matroska") as out:
-        stream = out.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 32, 24, "yuv420p"
-        packet = av.Packet(b"")
-        packet.stream, packet.time_base, packet.pts = stream, Fraction(1, 10), 0
+        video = out.add_stream("libx264", rate=10)
+        video.width, video.height, video.pix_fmt = 32, 24, "yuv420p"
+        sound = out.add_stream("aac", rate=48000)
+        chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        chunk.sample_rate, chunk.pts = 48000, 0
+        out.mux(sound.encode(chunk))
+        out.mux(sound.encode(None))
     return buffer.getvalue()
 
 
