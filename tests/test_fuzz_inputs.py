@@ -11,7 +11,7 @@ lying in their headers or inconsistent. Each is run through the commands that ac
 - create no file outside its OUTDIR and change no file that existed before (sha256 and mtime).
 
 A planted pickle that would create a marker file when unpickled rides along as one of the
-checkpoints: the marker must never appear. About 40 s on 2 shared cores.
+checkpoints: the marker must never appear. About 20 s on 2 shared cores.
 """
 from __future__ import annotations
 
