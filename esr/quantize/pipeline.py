@@ -119,10 +119,16 @@ def quantize_onnx(model: onnx.ModelProto, calib_dir: str, config: QuantConfig, p
         raise EsrError(f"unknown weight type {config.weight_type!r} (known: {', '.join(WEIGHT_TYPES)})")
     info = analyse(model)
     reordered = reorder_channels(info, info.units) if config.granularity == "sublayer" else {}
+    for name in ("num_calib", "crop_size", "downscale", "group_size", "num_sensitivity"):
+        if getattr(config, name) < 1:
+            raise EsrError(f"{name} {getattr(config, name)}: must be >= 1")
+    descriptor = descriptor or read_metadata(model)
     fixed_hw = static_input_hw(model)
+    min_side = descriptor.min_size if descriptor is not None else 1
+    if fixed_hw is None and config.crop_size < min_side:
+        raise EsrError(f"crop size {config.crop_size}: below the model's minimum input side {min_side}")
     crop_hw = fixed_hw or (config.crop_size, config.crop_size)
-    crops = load_crops(calib_dir, config.num_calib, crop_hw, config.downscale, config.seed,
-                       exact=fixed_hw is not None)
+    crops = load_crops(calib_dir, config.num_calib, crop_hw, config.downscale, config.seed)
     tensors = sorted({t for u in info.units for t in u.inputs + u.outputs})
     stats = collect_stats(info.model, tensors, crops, progress=progress, seed=config.seed)
     act = activation_grids(info, stats, QUANT_METHODS.get(config.method))
@@ -160,7 +166,6 @@ def quantize_onnx(model: onnx.ModelProto, calib_dir: str, config: QuantConfig, p
         "fallback_trace": trace, "output_psnr_vs_fp32_db": fidelity,
         "reordered_convs": reordered, "units": units,
     }
-    descriptor = descriptor or read_metadata(model)
     if descriptor is not None:
         write_metadata(quantised, descriptor.replace(precision="int8"))
     return quantised, report
