@@ -118,3 +118,19 @@ def test_fp16_graph_for_onnxruntime_cuda_keeps_float32_io(cache):
     assert half.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in half.graph.initializer)
     assert read_metadata(half).precision == "fp16" and read_metadata(onnx.load(str(fp32))).precision == "fp32"
+
+
+def test_auto_is_the_default_of_upscale_and_the_python_api():
+    import inspect
+
+    from esr.api import get_upscaler
+    from esr.cli import build_parser
+    from esr.upscale_batch import BatchOptions
+
+    parameters = inspect.signature(get_upscaler).parameters
+    assert parameters["backend"].default == "auto" and parameters["precision"].default == "auto"
+    assert (BatchOptions(inputs=[], outdir=".").backend, BatchOptions(inputs=[], outdir=".").precision) == ("auto", "auto")
+    upscale = build_parser().parse_args(["upscale", "x.png", "-o", "out"])
+    assert (upscale.backend, upscale.precision) == ("auto", "auto")
+    evaluate = build_parser().parse_args(["eval", "--data", "d"])
+    assert (evaluate.backend, evaluate.precision) == (None, None)  # eval measures the model: the fp32 reference
