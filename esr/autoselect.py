@@ -5,11 +5,14 @@ On first use of a (model, machine, library versions, tile shape) :func:`auto_sel
 1. builds every candidate (a backend x precision this machine and its libraries can run; one
    that cannot be built is recorded with its one-line reason);
 2. runs each on the package's real-image sample (:mod:`esr.sample`) and scores its output
-   against the reference's (onnxruntime fp32 on the same graph): ``fidelity_db``, the output
-   PSNR (peak 1) vs fp32;
+   against the reference's (onnxruntime fp32 on the same graph): ``fidelity_db``, the PSNR
+   (peak 1) of the output's BT.601 Y channel vs fp32 (:func:`esr.metrics.fidelity_psnr_y`: the
+   colour space of the Y-PSNR protocol the floor serves);
 3. times the candidates whose fidelity reaches the floor, plus the reference, on a tile-sized
    input: ``warmup`` untimed calls each, then ``runs`` rounds in which every candidate runs
-   once (interleaved, so a load change on a shared machine hits all alike); median ms;
+   once (interleaved, so a load change on a shared machine hits all alike); median ms. A
+   candidate whose fastest run is over :data:`STOP_RATIO` times the fastest candidate's stops
+   being timed after its first timed run (it cannot win; its median is of the runs it made);
 4. :func:`choose` keeps candidates with ``fidelity_db >= min_fidelity_db`` that are not slower
    than the reference, and picks the fastest.
 
@@ -19,15 +22,17 @@ list, CPU model, native CPU units, core count and the versions of esr, torch, on
 OpenVINO. Any change of those measures again; a new ``--min-fidelity-db`` re-chooses from the
 cached measurements without measuring.
 
-Fidelity floor (``DEFAULT_MIN_FIDELITY_DB`` = 52.5 dB on the sample image): chosen so that the
-Set5 x4 Y-PSNR drop stays within 0.02 dB. Errors that do not correlate with the model's own
-error add in MSE, ``drop = 10 log10(1 + c * mse_err / mse_model)``; Set5 x4 at 32.2 dB has
-``mse_model = 6.0e-4``, and ``c`` (RGB error -> Y error, 0.33 for independent channels, 0.74 for
-equal ones) puts a 0.02 dB budget between 50.8 and 54.3 dB. Measured (scripts/fidelity_floor.py,
-RLFN x4, real error patterns of OpenVINO bf16/f16, torch bf16 and onnxruntime INT8 scaled by
-0.25-8x): every point at >= 52.5 dB on the sample dropped at most 0.015 dB, the highest one
-beyond 0.02 dB sat at 52.45 dB (-0.021 dB). The sample's fidelity tracks Set5's within 0.5 dB
-for bf16, fp16 and INT8 errors (the reason that crop was chosen). Details in ``docs/precision.md``.
+Fidelity floor (``DEFAULT_MIN_FIDELITY_DB`` = 55.5 dB Y-PSNR on the sample image): chosen so that
+the Set5 x4 Y-PSNR drop stays within 0.02 dB. An error that does not correlate with the model's
+own adds its MSE, ``drop = 10 log10(1 + mse_err_y / mse_model_y)``; Set5 x4 at 32.2 dB has
+``mse_model_y = 6.0e-4``, so a 0.02 dB budget is a Y error of 55.6 dB on Set5. Scoring in Y
+removes the RGB -> Y factor (0.33-0.74) that made an RGB floor uncertain by 3.5 dB. Measured
+(scripts/fidelity_floor.py: real errors of OpenVINO bf16 with and without its image-conv split,
+OpenVINO f16, torch bf16 and onnxruntime all-INT8 on RLFN-S x4 and RLFN x4, and DITN-Real x4's
+added to RLFN-S's output, each scaled by 0.125-8x): the highest sample fidelity of a point beyond
+0.02 dB was 55.40 dB (-0.021 dB), every point at >= 55.5 dB dropped at most 0.0196 dB, and one point
+within the budget lies below the floor (4 for the RGB floor this replaces). The sample's fidelity
+tracks Set5's to -0.6..+1.2 dB for these errors. Details in ``docs/precision.md``.
 """
 from __future__ import annotations
 
@@ -43,20 +48,23 @@ import numpy as np
 
 from esr.errors import EsrError
 from esr.fileio import write_bytes_atomically
-from esr.metrics import fidelity_psnr
+from esr.metrics import fidelity_psnr_y
 
-DEFAULT_MIN_FIDELITY_DB = 52.5
-"""Output PSNR vs fp32 (dB, on the sample image) a candidate needs (derivation in the module docstring)."""
-INT8_AGREEMENT_DB = 40.0
+DEFAULT_MIN_FIDELITY_DB = 55.5
+"""Y-PSNR vs fp32 (dB, on the sample image) a candidate needs (derivation in the module docstring)."""
+INT8_AGREEMENT_DB = 42.0
 """Floor when the reference itself runs an INT8 graph (an ``esr quantize`` model): candidates are then
 other runtimes of the same graph, and two correct INT8 runtimes round differently. Measured on the
-sample image (RLFN x4 / RLFN-S x4, all-INT8 and mixed graphs): OpenVINO vs onnxruntime agreed to
-42.7-50.5 dB with Set5 Y-PSNR within 0.02 dB of each other; a wrong execution (OpenVINO's
-dynamic-shape INT8) agreed to 34.8 dB and lost 2.4 dB on Set5."""
+sample image in Y (RLFN x4 / RLFN-S x4, all-INT8 and mixed graphs): OpenVINO vs onnxruntime agreed
+to 45.7-51.5 dB (Set5 Y-PSNR within 0.02 dB of each other); a wrong execution (OpenVINO's
+dynamic-shape INT8, 2.4 dB lost on Set5) agreed to 32.1-39.5 dB."""
 EXACT_DB = 999.0
 """Fidelity stored for an output equal to the reference's (JSON has no infinity)."""
-CACHE_FORMAT = 1
-"""Bumped when the cached JSON layout changes (older files are measured again)."""
+CACHE_FORMAT = 2
+"""Bumped when the cached JSON layout or the meaning of its figures changes (older files are measured again).
+2: ``fidelity_db`` is the Y-PSNR vs the reference (1: RGB PSNR); timing may stop early (``times_ms`` shorter)."""
+STOP_RATIO = 2.0
+"""A candidate whose fastest timed run is over this many times the fastest candidate's is not timed again."""
 
 Runner = Callable[[np.ndarray], np.ndarray]
 """A built candidate: (N, 3, h, w) float32 in [0, 1] -> (N, 3, h*s, w*s) float32."""
@@ -124,17 +132,17 @@ class Decision:
         return None if not self.reference_ms else self.reference_ms / self.median_ms
 
     def line(self) -> str:
-        """``auto: openvino bf16, 4.5x over onnxruntime fp32, 56.1 dB vs fp32``."""
+        """``auto: openvino bf16, 4.5x over onnxruntime fp32, Y-PSNR 60.4 dB vs fp32``."""
         speed = (f"{self.speedup:.1f}x over {self.reference.label}" if self.speedup
                  else f"{self.median_ms:.0f} ms a tile")
         versus = "fp32" if self.reference.precision == "fp32" else self.reference.label
-        fidelity = "exact" if self.fidelity_db >= EXACT_DB else f"{self.fidelity_db:.1f} dB vs {versus}"
+        fidelity = "exact" if self.fidelity_db >= EXACT_DB else f"Y-PSNR {self.fidelity_db:.1f} dB vs {versus}"
         origin = " (cached)" if self.cached else f" (measured in {self.measure_s:.1f} s)" if self.measure_s else ""
         return f"auto: {self.chosen.label}, {speed}, {fidelity}{origin}"
 
     def table(self) -> list[str]:
         """One line per candidate: median ms, ratio to the reference, fidelity, and the verdict."""
-        lines = [f"{'candidate':<24}{'median ms':>10}{'vs ref':>8}{'dB vs ref':>12}  verdict"]
+        lines = [f"{'candidate':<24}{'median ms':>10}{'vs ref':>8}{'Y dB vs ref':>12}  verdict"]
         for trial in sorted(self.trials, key=lambda t: (t.median_ms is None, t.median_ms or 0.0)):
             ratio = (f"{self.reference_ms / trial.median_ms:.2f}x" if self.reference_ms and trial.median_ms else "-")
             ms = f"{trial.median_ms:.1f}" if trial.median_ms is not None else "-"
@@ -165,7 +173,8 @@ def choose(trials: Sequence[Trial], min_fidelity_db: float = DEFAULT_MIN_FIDELIT
                 and t.fidelity_db >= min_fidelity_db and (ref is None or t.median_ms <= ref.median_ms)]
     if not eligible:
         reasons = "; ".join(f"{t.candidate.label}: {t.error or 'below the fidelity floor'}" for t in trials)
-        raise EsrError(f"auto: no backend can run this model at >= {min_fidelity_db:g} dB vs fp32 ({reasons or 'none installed'})")
+        raise EsrError(f"auto: no backend can run this model at >= {min_fidelity_db:g} dB Y-PSNR vs fp32 "
+                       f"({reasons or 'none installed'})")
     best = min(eligible, key=lambda t: t.median_ms)
     return Decision(chosen=best.candidate, reference=reference, median_ms=best.median_ms, fidelity_db=best.fidelity_db,
                     reference_ms=ref.median_ms if ref else None, min_fidelity_db=min_fidelity_db, trials=list(trials))
@@ -173,7 +182,9 @@ def choose(trials: Sequence[Trial], min_fidelity_db: float = DEFAULT_MIN_FIDELIT
 
 def measure(candidates: Iterable[Candidate], build: Callable[[Candidate], Runner], sample, tile,
             references: Sequence[Candidate] = (REFERENCE,), min_fidelity_db: float | None = None,
-            warmup: int = 1, runs: int = 3, clock: Callable[[], float] = time.perf_counter) -> tuple[list[Trial], Candidate]:
+            warmup: int = 1, runs: int = 3, clock: Callable[[], float] = time.perf_counter,
+            stop_ratio: float | None = STOP_RATIO,
+            announce: Callable[[int], None] | None = None) -> tuple[list[Trial], Candidate]:
     """Build, score and time ``candidates`` (steps 1-3 of the module docstring).
 
     Args:
@@ -182,6 +193,8 @@ def measure(candidates: Iterable[Candidate], build: Callable[[Candidate], Runner
             tensors, whatever the runners take).
         references: the reference and its stand-ins, in order: the first that builds is used.
         min_fidelity_db: candidates below it are not timed (None: :func:`default_floor` of the reference).
+        stop_ratio: stop timing a candidate this many times slower than the fastest (None: time all ``runs``).
+        announce: called with the number of candidates that built, before they are scored and timed.
 
     Returns:
         (one trial per candidate, the reference first; the reference used).
@@ -201,6 +214,8 @@ def measure(candidates: Iterable[Candidate], build: Callable[[Candidate], Runner
     if reference is None:
         reasons = "; ".join(f"{c.label}: {trials[c].error}" for c in references if c in trials)
         raise EsrError(f"auto: no reference can run this model ({reasons})")
+    if announce is not None:
+        announce(len(runners))
     floor = default_floor(reference) if min_fidelity_db is None else min_fidelity_db
     expected = runners[reference](sample)
     for candidate, runner in list(runners.items()):
@@ -210,7 +225,7 @@ def measure(candidates: Iterable[Candidate], build: Callable[[Candidate], Runner
             trials[candidate] = Trial(candidate, error=f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
             del runners[candidate]
             continue
-        fidelity = EXACT_DB if candidate == reference else min(fidelity_psnr([expected], [output]), EXACT_DB)
+        fidelity = EXACT_DB if candidate == reference else min(fidelity_psnr_y([expected], [output]), EXACT_DB)
         trials[candidate] = Trial(candidate, fidelity_db=fidelity)
         if fidelity < floor:
             del runners[candidate]  # not timed: it cannot be chosen
@@ -219,7 +234,10 @@ def measure(candidates: Iterable[Candidate], build: Callable[[Candidate], Runner
             runner(tile)
     times: dict[Candidate, list[float]] = {c: [] for c in runners}
     for _ in range(runs):
+        fastest = min((min(values) for values in times.values() if values), default=None)
         for candidate, runner in runners.items():
+            if times[candidate] and stop_ratio is not None and min(times[candidate]) > stop_ratio * fastest:
+                continue  # cannot win: its one timed run stands
             start = clock()
             runner(tile)
             times[candidate].append((clock() - start) * 1e3)

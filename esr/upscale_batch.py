@@ -231,8 +231,38 @@ class InlineExecutor(Executor):
         return future
 
 
-def build_upscaler(options: BatchOptions) -> Upscaler:
-    """The :class:`esr.upscaler.Upscaler` for ``options`` (loads the model)."""
+SMALL_TIMING_SIDES = (128, 256)
+"""Timing tiles ``--backend auto`` uses instead of the default tile when a batch's images are that small."""
+SIZE_PROBES = 8
+"""Images whose header :func:`timing_tile_hw` reads (the first of the batch)."""
+
+
+def timing_tile_hw(tasks: list[Task], options: BatchOptions) -> tuple[int, int] | None:
+    """The input ``--backend auto`` should time for this batch; None: the default tile.
+
+    When there is no ``--tile`` and the first :data:`SIZE_PROBES` images (a batch of images only: a
+    video's frames may be large) all fit a side of :data:`SMALL_TIMING_SIDES`, the smallest such square:
+    these images run whole, so the default 362 px tile would time the wrong shape at up to 8x the cost.
+    Headers only (Pillow); an unreadable one keeps the default.
+    """
+    if options.tile or not tasks or any(task.kind != IMAGE.name for task in tasks):
+        return None
+    from PIL import Image as PILImage
+
+    longest = 0
+    for task in tasks[:SIZE_PROBES]:
+        try:
+            with PILImage.open(task.src) as handle:
+                longest = max(longest, *handle.size)
+        except (OSError, ValueError, PILImage.DecompressionBombError):
+            return None
+    side = next((side for side in SMALL_TIMING_SIDES if longest <= side), None)
+    return None if side is None else (side, side)
+
+
+def build_upscaler(options: BatchOptions, tile_hw: tuple[int, int] | None = None) -> Upscaler:
+    """The :class:`esr.upscaler.Upscaler` for ``options`` (loads the model); ``tile_hw``: what ``--backend auto``
+    times (default: the ``--tile`` with its padding, else :data:`esr.backends.auto_backend.DEFAULT_TILE_HW`)."""
     import torch
 
     from esr.backends import default_backend_for
@@ -244,7 +274,7 @@ def build_upscaler(options: BatchOptions) -> Upscaler:
     loaded = open_model(options.model or DEFAULT_MODEL)
     backend_name = options.backend or default_backend_for(loaded)
     device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    tile_hw = (options.tile + 2 * options.tile_pad,) * 2 if options.tile else DEFAULT_TILE_HW
+    tile_hw = tile_hw or ((options.tile + 2 * options.tile_pad,) * 2 if options.tile else DEFAULT_TILE_HW)
     backend = make_backend(backend_name, loaded, device, options.precision, options.threads,
                            options.min_fidelity_db, tile_hw, options.quiet)
     return Upscaler(backend, tile=options.tile, tile_pad=options.tile_pad, outscale=options.outscale)
@@ -492,7 +522,7 @@ def run_batch(options: BatchOptions, log: Callable[[str], None] | None = None) -
         warnings.simplefilter("ignore" if options.quiet else "default")
         warnings.showwarning = lambda message, *_, **__: say(f"warning: {message}")
         if options.ray is None:  # the model is loaded here also when all outputs exist: a bad --model is reported
-            execute = partial(run_local, upscaler=build_upscaler(options))
+            execute = partial(run_local, upscaler=build_upscaler(options, timing_tile_hw(plan.todo, options)))
         else:  # each Ray actor loads it
             from esr.scale.ray_batch import run_on_ray as execute
         counts = Counts(skipped=len(plan.skipped), failed=len(plan.errors))

@@ -8,6 +8,7 @@ import pytest
 
 from esr.autoselect import (EXACT_DB, REFERENCE, Candidate, Trial, auto_select, cache_path, choose, measure)
 from esr.errors import EsrError
+from esr.metrics import fidelity_psnr
 
 OV_BF16, OV_FP32, TORCH_BF16 = Candidate("openvino", "bf16"), Candidate("openvino", "fp32"), Candidate("torch", "bf16")
 ORT_INT8 = Candidate("onnxruntime", "int8")
@@ -27,7 +28,7 @@ def test_picks_the_fastest_above_the_floor():
     decision = choose(table, min_fidelity_db=50.0)
     assert decision.chosen == OV_BF16  # int8 is faster but below the floor
     assert decision.speedup == pytest.approx(365 / 81)
-    assert decision.line() == "auto: openvino bf16, 4.5x over onnxruntime fp32, 56.1 dB vs fp32"
+    assert decision.line() == "auto: openvino bf16, 4.5x over onnxruntime fp32, Y-PSNR 56.1 dB vs fp32"
     assert choose(table, min_fidelity_db=35.0).chosen == ORT_INT8  # a lower floor admits it
     verdicts = {row.split()[0] + " " + row.split()[1]: row for row in decision.table()[1:]}
     assert "below 50 dB" in verdicts["onnxruntime int8"] and "chosen" in verdicts["openvino bf16"]
@@ -70,8 +71,8 @@ def test_reference_stand_in_when_onnxruntime_cannot_run():
 def test_measure_scores_against_the_reference_and_times_only_eligible():
     """Fake runners: the output error sets the fidelity; a fake clock sets the times."""
     rng = np.random.default_rng(0)
-    noise = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
-    errors = {REFERENCE: 0.0, OV_BF16: 1e-3, ORT_INT8: 3e-2}  # 60 dB and ~30 dB vs the reference
+    noise = np.repeat(rng.standard_normal((1, 1, 8, 8)), 3, axis=1).astype(np.float32)  # the same in R, G and B
+    errors = {REFERENCE: 0.0, OV_BF16: 1e-3, ORT_INT8: 3e-2}  # RGB 60 dB and ~30 dB vs the reference
     cost_ms = {REFERENCE: 300.0, OV_BF16: 80.0, ORT_INT8: 50.0}
     clock_now = [0.0]
     calls: dict[Candidate, int] = {c: 0 for c in errors}
@@ -93,7 +94,10 @@ def test_measure_scores_against_the_reference_and_times_only_eligible():
     assert reference == REFERENCE
     by = {t.candidate: t for t in result}
     assert result[0].candidate == REFERENCE and by[REFERENCE].fidelity_db == EXACT_DB
-    assert by[OV_BF16].fidelity_db == pytest.approx(60.0, abs=0.5)
+    # scored in Y: an equal error in R, G and B is 219/255 as large in Y (BT.601 luma weights), +1.3 dB over RGB
+    rgb_db = fidelity_psnr([0.5 + 0 * noise], [0.5 + errors[OV_BF16] * noise])
+    assert rgb_db == pytest.approx(60.0, abs=1.0)
+    assert by[OV_BF16].fidelity_db == pytest.approx(rgb_db - 20 * np.log10(219 / 255), abs=1e-6)
     assert by[ORT_INT8].fidelity_db < 50.0 and by[ORT_INT8].median_ms is None  # below the floor: not timed
     assert calls[ORT_INT8] == 1  # the fidelity run only
     assert by[OV_BF16].median_ms == pytest.approx(80.0) and by[REFERENCE].median_ms == pytest.approx(300.0)
@@ -138,3 +142,51 @@ def test_int8_graph_reference_uses_the_agreement_floor():
     assert choose(table, default_floor(ORT_INT8), reference=ORT_INT8).chosen == Candidate("openvino", "int8")
     wrong = [Trial(ORT_INT8, 700, EXACT_DB), Trial(Candidate("openvino", "int8"), 300, 34.8)]
     assert choose(wrong, default_floor(ORT_INT8), reference=ORT_INT8).chosen == ORT_INT8
+
+
+def test_timing_stops_for_candidates_that_cannot_win():
+    """After its first timed run a candidate over STOP_RATIO x the fastest is not timed again (the reference
+    included); the others run every round. ``stop_ratio=None`` (esr bench's full table) times all."""
+    from esr.autoselect import STOP_RATIO
+
+    cost_ms = {REFERENCE: 300.0, OV_BF16: 80.0, OV_FP32: 1.5 * 80.0, TORCH_BF16: 400.0}
+    clock_now = [0.0]
+    announced = []
+
+    def build(candidate: Candidate):
+        def run(x: np.ndarray) -> np.ndarray:
+            clock_now[0] += cost_ms[candidate] / 1e3
+            return np.full((1, 3, 8, 8), 0.5, np.float32)
+
+        return run
+
+    x = np.zeros((1, 3, 8, 8), np.float32)
+    result, _ = measure([OV_BF16, OV_FP32, TORCH_BF16], build, x, x, warmup=1, runs=4, clock=lambda: clock_now[0],
+                        announce=announced.append)
+    runs = {t.candidate: len(t.times_ms) for t in result}
+    assert announced == [4] and 300.0 > STOP_RATIO * 80.0 > 1.5 * 80.0
+    assert runs == {REFERENCE: 1, OV_BF16: 4, OV_FP32: 4, TORCH_BF16: 1}
+    assert choose(result).chosen == OV_BF16 and choose(result).speedup == pytest.approx(300 / 80)
+    full, _ = measure([OV_BF16, TORCH_BF16], build, x, x, warmup=0, runs=3, clock=lambda: clock_now[0],
+                      stop_ratio=None)
+    assert all(len(t.times_ms) == 3 for t in full)
+
+
+def test_cache_of_an_older_format_is_measured_again(tmp_path):
+    """Format 1 stored RGB fidelities: read against the Y floor they would admit the wrong candidates."""
+    from esr.autoselect import CACHE_FORMAT
+
+    key = {"model": "abc"}
+    measured = []
+
+    def run_measurements() -> tuple[list[Trial], Candidate]:
+        measured.append(1)
+        return trials(ref=(365, EXACT_DB), ov_bf16=(81, 60.1)), REFERENCE
+
+    auto_select(key, run_measurements, cache_root=tmp_path)
+    path = cache_path(key, tmp_path)
+    data = json.loads(path.read_text())
+    assert data["format"] == CACHE_FORMAT >= 2
+    data["format"] = 1
+    path.write_text(json.dumps(data))
+    assert not auto_select(key, run_measurements, cache_root=tmp_path).cached and len(measured) == 2

@@ -5,6 +5,7 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 
 from esr.cli import main
 from esr.evaluate import find_pairs, read_bgr_uint8
@@ -49,3 +50,22 @@ def test_eval_json_on_hr_only_folder(tmp_path, capsys):
     assert result["scale"] == 4 and len(result["images"]) == 2
     assert set(result) >= {"model", "dataset", "scale", "psnr_y", "ssim_y", "images"}
     assert 10 < result["psnr_y"] < 80
+
+
+def test_fidelity_psnr_y_is_the_protocols_y_psnr():
+    """BasicSR's Y-PSNR (the protocol's metric, peak 255 on uint8) is the independent reference."""
+    from esr.compat import import_basicsr
+    from esr.metrics import fidelity_psnr, fidelity_psnr_y
+
+    import_basicsr()
+    from basicsr.metrics import calculate_psnr
+
+    rng = np.random.default_rng(0)
+    hr = rng.integers(0, 256, (48, 40, 3)).astype(np.uint8)
+    sr = np.clip(hr.astype(int) + rng.integers(-4, 5, hr.shape), 0, 255).astype(np.uint8)
+    expected = calculate_psnr(sr[..., ::-1], hr[..., ::-1], crop_border=0, input_order="HWC", test_y_channel=True)
+    as_float = [np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32) / 255 for image in (hr, sr)]
+    assert fidelity_psnr_y([as_float[0]], [as_float[1]]) == pytest.approx(expected, abs=0.01)
+    assert fidelity_psnr_y([as_float[0]], [as_float[0]]) == float("inf")
+    gray = [a[:, :1] for a in as_float]  # not RGB: every channel counts, as fidelity_psnr
+    assert fidelity_psnr_y([gray[0]], [gray[1]]) == fidelity_psnr([gray[0]], [gray[1]])

@@ -63,7 +63,8 @@ def test_auto_measures_once_then_uses_the_cache(capsys, cache, one_thread):
     argv = ["bench", "--backend", "auto", "--shape", "1x3x24x24", "--runs", "1", "--warmup", "0", "--threads", "1"]
     assert main(argv) == 0
     first = capsys.readouterr()
-    line = next(x for x in first.out.splitlines() if x.startswith("auto: "))
+    announced, line = [x for x in first.out.splitlines() if x.startswith("auto: ")][:2]
+    assert announced.startswith("auto: measuring ") and "once for this model, machine and tile 24x24" in announced
     assert "over onnxruntime fp32" in line and "(measured in" in line
     assert "auto -> " in first.out
     files = list((cache / "auto").glob("*.json"))
@@ -73,7 +74,8 @@ def test_auto_measures_once_then_uses_the_cache(capsys, cache, one_thread):
     labels = {t["candidate"]["backend"] + " " + t["candidate"]["precision"] for t in stored["trials"]}
     assert {"onnxruntime fp32", "torch fp32", "openvino fp32"} <= labels
     assert main(argv) == 0
-    assert any(x.startswith("auto: ") and x.endswith("(cached)") for x in capsys.readouterr().out.splitlines())
+    cached = [x for x in capsys.readouterr().out.splitlines() if x.startswith("auto: ")]
+    assert len(cached) == 1 and cached[0].endswith("(cached)")  # no announcement: nothing is measured
 
 
 def test_bench_all_prints_the_table_auto_chooses_from(capsys, cache, one_thread):

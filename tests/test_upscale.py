@@ -245,3 +245,27 @@ def test_ctrl_c_and_sigterm_leave_no_partial_file(tmp_path, signum, code, line):
         assert cv2.imread(str(path)).shape == (384, 384, 3)
     summary = stdout.strip().splitlines()[-1]
     assert summary == f"{len(written)} upscaled, 0 skipped, 0 failed"
+
+
+def test_auto_times_the_size_small_images_run_at(tmp_path):
+    """A batch of small images: auto times a 128 or 256 px square, not the 362 px default tile (headers only)."""
+    from esr.upscale_batch import BatchOptions, Task, timing_tile_hw
+
+    def images(*sizes: tuple[int, int]) -> list[Task]:
+        tasks = []
+        for index, (width, height) in enumerate(sizes):
+            path = tmp_path / f"{index}-{width}x{height}.png"
+            PILImage.new("RGB", (width, height)).save(path)
+            tasks.append(Task(path, tmp_path / "out" / path.name))
+        return tasks
+
+    options = BatchOptions(inputs=[], outdir=tmp_path / "out")
+    assert timing_tile_hw(images((100, 80), (57, 128)), options) == (128, 128)
+    assert timing_tile_hw(images((100, 80), (250, 190)), options) == (256, 256)
+    assert timing_tile_hw(images((100, 80), (400, 300)), options) is None  # tiles of the default size
+    assert timing_tile_hw(images((64, 64)) + [Task(tmp_path / "a.mp4", tmp_path / "b.mp4", kind="video")],
+                          options) is None
+    assert timing_tile_hw(images((64, 64)), BatchOptions(inputs=[], outdir=tmp_path, tile=200)) is None  # --tile's own
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    assert timing_tile_hw([Task(broken, tmp_path / "out" / "broken.png")], options) is None

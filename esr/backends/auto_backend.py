@@ -78,9 +78,9 @@ class AutoBackend:
     Args:
         precision: None or ``auto`` for every precision, else only that one.
         backends: runtimes to choose from (default: every registered one).
-        min_fidelity_db: the floor (None: 52.5 dB vs fp32, 40 dB vs an INT8 graph's reference).
+        min_fidelity_db: the floor, Y-PSNR on the sample image (None: :func:`esr.autoselect.default_floor`).
         tile_hw: the input the candidates are timed on.
-        quiet: do not print the decision line to stderr.
+        quiet: do not print the decision line, nor the one announcing a measurement, to stdout.
     """
 
     name = "auto"
@@ -110,9 +110,15 @@ class AutoBackend:
             sample = torch.from_numpy(sample_batch())
             tile = torch.rand(1, 3, *tile_hw, generator=torch.Generator().manual_seed(0))
             usable_refs = [r for r in references if r in candidates] or [candidates[0]]
+            def announce(count: int) -> None:
+                if not quiet:
+                    print(f"auto: measuring {count} backend x precision candidates once for this model, machine and "
+                          f"tile {tile_hw[0]}x{tile_hw[1]} (the choice is cached) ...", flush=True)
+
             self.decision = auto_select(
                 decision_key(loaded, candidates, device, threads, tile_hw),
-                lambda: measure(candidates, build, sample, tile, references=usable_refs, min_fidelity_db=min_fidelity_db),
+                lambda: measure(candidates, build, sample, tile, references=usable_refs, min_fidelity_db=min_fidelity_db,
+                                announce=announce),
                 min_fidelity_db)
             self.chosen = build(self.decision.chosen)
             built.clear()  # free the candidates not chosen

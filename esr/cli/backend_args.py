@@ -25,5 +25,6 @@ def add_backend_arguments(parser: argparse.ArgumentParser, backend_default: str 
                         help=f"what to compute in (default: {precision_default or 'the backend own: fp32, or a graph own'}); "
                              "a combination this machine or library cannot run is refused with the reason (exit 2)")
     parser.add_argument("--min-fidelity-db", type=float, default=None, metavar="DB",
-                        help="auto's floor: output PSNR vs fp32 on the package's sample image (default 52.5, so that "
-                             "the Set5 Y-PSNR drops at most 0.02 dB; 40 against an INT8 graph's own reference)")
+                        help="auto's floor: Y-PSNR (BT.601, as the eval protocol) of the output vs fp32 on the package's "
+                             "sample image (default 55.5, so that the Set5 Y-PSNR drops at most 0.02 dB; 42 against an "
+                             "INT8 graph's own reference)")

@@ -100,7 +100,7 @@ def candidate_table(args: argparse.Namespace, loaded, shapes: list, machine: dic
     for shape in shapes:
         tile = torch.rand(shape, generator=torch.Generator().manual_seed(0))
         trials, reference = measure(candidates, build, sample, tile, references, args.min_fidelity_db,
-                                    warmup=args.warmup, runs=args.runs)
+                                    warmup=args.warmup, runs=args.runs, stop_ratio=None)
         floor = default_floor(reference) if args.min_fidelity_db is None else args.min_fidelity_db
         decision = choose(trials, floor, reference)
         if args.json:

@@ -44,9 +44,9 @@ keeps every page. Videos and animations keep their format whatever --ext says.
 
 backend and precision: --backend auto --precision auto (default) measures the installed
 backends x precisions once per model, machine, library versions and tile (a few seconds to
-half a minute; cached under the esr cache dir), prints "auto: CHOICE, Nx over onnxruntime fp32,
-D dB vs fp32" and runs the fastest whose output stays within --min-fidelity-db (52.5) of fp32 on
-the package's sample image. Name both to force a choice; a combination this machine cannot run
+half a minute, announced by a line; cached under the esr cache dir), prints "auto: CHOICE, Nx
+over onnxruntime fp32, Y-PSNR D dB vs fp32" and runs the fastest whose output's Y channel stays
+within --min-fidelity-db (55.5) of fp32 on the package's sample image. Name both to force a choice; a combination this machine cannot run
 is refused with the reason (exit 2). See docs/precision.md.
 
 more than one process (docs/scale-out.md): --shard I/N keeps the outputs whose relative path
