@@ -13,7 +13,8 @@ CUDA here). Per candidate:
 - ``set5_psnr_y`` and ``set5_delta_db``: Set5 x4 Y-PSNR (``esr eval``'s protocol: whole images,
   4 px border, BasicSR's metric) and its change from onnxruntime fp32;
 - ``psnr_vs_fp32_set5`` / ``psnr_vs_fp32_sample``: output PSNR (peak 1) against onnxruntime fp32
-  on the Set5 LR images and on the package's sample image (what ``--backend auto`` checks).
+  on the Set5 LR images and on the package's sample image; ``psnr_y_vs_fp32_sample`` the same
+  on the sample's BT.601 Y channel (what ``--backend auto`` checks).
 
 INT8 graphs (``--int8``): ``all`` = every layer INT8 (percentile ranges, s8 weights: VNNI/AMX),
 ``fallback`` = ``--target-db 47 --max-kept 40`` (mixed precision: the most sensitive layers stay
@@ -126,7 +127,7 @@ def quality(rows: list[Row], set5: Path) -> None:
 
     from esr.autoselect import EXACT_DB
     from esr.evaluate import evaluate
-    from esr.metrics import fidelity_psnr
+    from esr.metrics import fidelity_psnr, fidelity_psnr_y
     from esr.sample import sample_batch
 
     reference = rows[0]
@@ -140,9 +141,11 @@ def quality(rows: list[Row], set5: Path) -> None:
         if row.run is None:
             continue
         score = evaluate(row.run, set5, scale, progress=False)
+        out_sample = row.run(sample)
         row.result.update(set5_psnr_y=score["psnr_y"], set5_ssim_y=score["ssim_y"],
                           psnr_vs_fp32_set5=min(fidelity_psnr(ref_lr, [row.run(x) for x in lr]), EXACT_DB),
-                          psnr_vs_fp32_sample=min(fidelity_psnr([ref_sample], [row.run(sample)]), EXACT_DB))
+                          psnr_vs_fp32_sample=min(fidelity_psnr([ref_sample], [out_sample]), EXACT_DB),
+                          psnr_y_vs_fp32_sample=min(fidelity_psnr_y([ref_sample], [out_sample]), EXACT_DB))
     for row in rows:
         if "set5_psnr_y" in row.result:
             row.result["set5_delta_db"] = row.result["set5_psnr_y"] - reference.result["set5_psnr_y"]

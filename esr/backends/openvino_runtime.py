@@ -6,19 +6,24 @@ OpenVINO device at an inference precision:
 - ``fp32`` / ``bf16`` / ``fp16`` set ``INFERENCE_PRECISION_HINT`` to ``f32`` / ``bf16`` / ``f16``
   (the hint is always set: OpenVINO's CPU default on AMX machines is bf16, not f32); at bf16 the
   image-input convolution is first split into parts exact in bf16
-  (:mod:`esr.backends.openvino_bf16`: RLFN-S x4 52.0 -> 57.3 dB vs fp32 on the sample image);
+  (:mod:`esr.backends.openvino_bf16`: RLFN-S x4 52.0 -> 57.4 dB vs fp32 on the sample image);
 - ``int8`` runs a QDQ graph (``esr quantize``): OpenVINO executes its quantised layers in INT8
   and the layers the graph keeps in float at ``bf16`` where the device reports BF16, else ``f32``.
   On the mixed-precision RLFN x4 graph (``--target-db 47 --max-kept 40``, 29 layers kept) the
   kept layers in bf16 ran 3.6x faster than onnxruntime fp32 against 1.9x in f32 (2-thread Xeon
   with AMX, shared machine), at Set5 Y-PSNR 32.183 vs 32.173 dB (fp32 model: 32.238).
 
-Shapes: a graph with dynamic H/W is compiled once as it is; an input shape seen a second
-time gets its own static compilation (reshaped), which ran 10-15% faster for SR tiles
+Shapes: a graph with dynamic H/W is compiled once as it is; at fp32 an input shape seen a
+second time gets its own static compilation (reshaped), which ran 10-15% faster for SR tiles
 (RLFN x4, 362x362 tile, 2-thread Xeon with AMX, shared machine: bf16 131 vs 155 ms, f32
 454 vs 499 ms, best of 8) and costs about 0.1 s to compile. A one-off shape (a folder of
 small images of different sizes) thus never pays a compilation; the repeated tile shape of
-a large image does once. INT8 graphs are always compiled for the static input shape:
+a large image does once. At bf16 and f16 the dynamic compilation runs every shape: the
+static one rounds differently (RLFN-S x4, 128-362 px noise inputs: 47 dB apart, up to 12
+grey levels), so the same image would come out different on its first and later calls; and
+on the shapes of a folder of photos dynamic was as fast or faster (Set14 HR, RLFN-S x4 bf16,
+whole upscale: 5.2 s dynamic, 5.5-6.1 s with static compilations; a long run of one tile
+shape, e.g. a video, loses 15-20% a tile). INT8 graphs are always compiled for the static input shape:
 OpenVINO 2026.4 runs esr's QDQ graphs with dynamic shapes far from their meaning (RLFN x4,
 all layers INT8, Set5 LR: 34.0 dB vs fp32 dynamic, 39.2 dB static, onnxruntime 39.2 dB).
 Compiled models live in a process-wide LRU cache keyed by (graph fingerprint, device,
@@ -197,7 +202,8 @@ class OpenVINORunner:
 
     def compiled_for(self, shape: tuple[int, ...]) -> tuple[Any, threading.Lock]:
         """The (infer request, lock) that runs inputs of ``shape`` (policy in the module docstring)."""
-        if self.input_hw is not None or (self.precision != "int8" and COMPILED.seen((*self.key, shape)) == 0):
+        if self.input_hw is not None or self.precision in ("bf16", "fp16") or (
+                self.precision != "int8" and COMPILED.seen((*self.key, shape)) == 0):
             return COMPILED.get((*self.key, None), lambda: self._compile(None))
         return COMPILED.get((*self.key, shape), lambda: self._compile(shape))
 
