@@ -13,20 +13,19 @@ OpenVINO device at an inference precision:
   kept layers in bf16 ran 3.6x faster than onnxruntime fp32 against 1.9x in f32 (2-thread Xeon
   with AMX, shared machine), at Set5 Y-PSNR 32.183 vs 32.173 dB (fp32 model: 32.238).
 
-Shapes: a graph with dynamic H/W is compiled once as it is, and an input of more than
-:data:`STATIC_MIN_PIXELS` gets a compilation for its static shape (reshaped) on first sight;
-smaller inputs run the dynamic one. The rule depends on the shape only, so an image comes out
-the same whatever ran before it: at bf16 a static compilation rounds differently from the
-dynamic one (RLFN-S x4, 128-362 px noise inputs: 47 dB apart, up to 12 grey levels), and the
-former rule (static from a shape's second sighting) gave one image two results. Static runs
-were faster a tile (2-thread Xeon with AMX, bf16, 256x256: RLFN-S x4 52 vs 62 ms, DITN-Real x4
-221 vs 342 ms) and cost 0.15-0.2 s to compile and prime; over Set14 HR's 9 tile shapes that paid
-for DITN-Real (whole upscale 16.9 s static, 22.6 s dynamic) and not quite for RLFN-S (5.6-5.9 s
-vs 4.9-5.1 s); a video or large photo repeats one shape and gains 15-55% a tile. Small inputs (a
-folder of small images, the auto sample) never pay a compilation. INT8 graphs are always
-compiled for the static input shape: OpenVINO 2026.4 runs esr's QDQ graphs with dynamic shapes
-far from their meaning (RLFN x4, all layers INT8, Set5 LR: 34.0 dB vs fp32 dynamic, 39.2 dB
-static, onnxruntime 39.2 dB).
+Shapes: a graph with dynamic H/W is compiled once as it is; at fp32 an input shape seen a
+second time gets its own static compilation (reshaped), which ran 10-15% faster for SR tiles
+(RLFN x4, 362x362 tile, 2-thread Xeon with AMX, shared machine: bf16 131 vs 155 ms, f32
+454 vs 499 ms, best of 8) and costs about 0.1 s to compile. A one-off shape (a folder of
+small images of different sizes) thus never pays a compilation; the repeated tile shape of
+a large image does once. At bf16 and f16 the dynamic compilation runs every shape: the
+static one rounds differently (RLFN-S x4, 128-362 px noise inputs: 47 dB apart, up to 12
+grey levels), so the same image would come out different on its first and later calls; and
+on the shapes of a folder of photos dynamic was as fast or faster (Set14 HR, RLFN-S x4 bf16,
+whole upscale: 5.2 s dynamic, 5.5-6.1 s with static compilations; a long run of one tile
+shape, e.g. a video, loses 15-20% a tile). INT8 graphs are always compiled for the static input shape:
+OpenVINO 2026.4 runs esr's QDQ graphs with dynamic shapes far from their meaning (RLFN x4,
+all layers INT8, Set5 LR: 34.0 dB vs fp32 dynamic, 39.2 dB static, onnxruntime 39.2 dB).
 Compiled models live in a process-wide LRU cache keyed by (graph fingerprint, device,
 precision, threads, shape).
 
@@ -57,8 +56,6 @@ CAPABILITY_OF = {"fp32": "FP32", "bf16": "BF16", "fp16": "FP16", "int8": "INT8"}
 """esr precision -> the ``OPTIMIZATION_CAPABILITIES`` entry a device needs for it."""
 DEVICE_NAMES = {"cpu": "CPU", "gpu": "GPU"}
 """esr device -> OpenVINO device (``gpu``: an Intel GPU)."""
-STATIC_MIN_PIXELS = 128 * 128
-"""Inputs with more pixels (H * W) than this run a compilation for their static shape (module docstring)."""
 MAX_COMPILED = 16
 """Compiled models kept in memory (process-wide, least recently used dropped first)."""
 
@@ -121,12 +118,20 @@ def file_fingerprint(path: Path) -> str:
 
 
 class CompiledCache:
-    """Process-wide LRU of compiled models (thread-safe)."""
+    """Process-wide LRU of compiled models and the shapes seen per graph configuration (thread-safe)."""
 
     def __init__(self, capacity: int = MAX_COMPILED) -> None:
         self.capacity = capacity
         self.models: OrderedDict[tuple, Any] = OrderedDict()
+        self.sightings: dict[tuple, int] = {}
         self.lock = threading.Lock()
+
+    def seen(self, key: tuple) -> int:
+        """Count one more sighting of ``key`` and return how many there were before."""
+        with self.lock:
+            before = self.sightings.get(key, 0)
+            self.sightings[key] = before + 1
+            return before
 
     def get(self, key: tuple, build) -> Any:  # noqa: ANN001 (a zero-argument factory)
         with self.lock:
@@ -143,6 +148,7 @@ class CompiledCache:
     def clear(self) -> None:
         with self.lock:
             self.models.clear()
+            self.sightings.clear()
 
 
 COMPILED = CompiledCache()
@@ -196,7 +202,8 @@ class OpenVINORunner:
 
     def compiled_for(self, shape: tuple[int, ...]) -> tuple[Any, threading.Lock]:
         """The (infer request, lock) that runs inputs of ``shape`` (policy in the module docstring)."""
-        if self.input_hw is not None or (self.precision != "int8" and shape[-2] * shape[-1] <= STATIC_MIN_PIXELS):
+        if self.input_hw is not None or self.precision in ("bf16", "fp16") or (
+                self.precision != "int8" and COMPILED.seen((*self.key, shape)) == 0):
             return COMPILED.get((*self.key, None), lambda: self._compile(None))
         return COMPILED.get((*self.key, shape), lambda: self._compile(shape))
 
