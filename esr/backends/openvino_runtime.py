@@ -18,12 +18,15 @@ second time gets its own static compilation (reshaped), which ran 10-15% faster 
 (RLFN x4, 362x362 tile, 2-thread Xeon with AMX, shared machine: bf16 131 vs 155 ms, f32
 454 vs 499 ms, best of 8) and costs about 0.1 s to compile. A one-off shape (a folder of
 small images of different sizes) thus never pays a compilation; the repeated tile shape of
-a large image does once. At bf16 and f16 the dynamic compilation runs every shape: the
-static one rounds differently (RLFN-S x4, 128-362 px noise inputs: 47 dB apart, up to 12
-grey levels), so the same image would come out different on its first and later calls; and
-on the shapes of a folder of photos dynamic was as fast or faster (Set14 HR, RLFN-S x4 bf16,
-whole upscale: 5.2 s dynamic, 5.5-6.1 s with static compilations; a long run of one tile
-shape, e.g. a video, loses 15-20% a tile). INT8 graphs are always compiled for the static input shape:
+a large image does once. At bf16 and f16 the dynamic compilation runs every shape: a static
+one rounds differently (RLFN-S x4, 128-362 px noise inputs: 47 dB apart, up to 12 grey levels),
+so under the sightings rule the same image came out different on its first and later calls. Over
+folders of images of varied sizes that was also the faster choice for the default model (RLFN-S x4
+bf16, 2-thread Xeon with AMX, whole upscale of Set14 HR: 4.9-5.1 s dynamic, 5.6-5.9 s compiling
+each of its 9 tile shapes on first sight; `esr upscale` of Set14's LR images: 29 images/s against
+15 when each image's shape was compiled); a run of one shape (a video, a large photo) loses what
+a static compilation gains a tile at 256x256: RLFN-S x4 62 vs 52 ms, DITN-Real x4 342 vs 221 ms.
+INT8 graphs are always compiled for the static input shape:
 OpenVINO 2026.4 runs esr's QDQ graphs with dynamic shapes far from their meaning (RLFN x4,
 all layers INT8, Set5 LR: 34.0 dB vs fp32 dynamic, 39.2 dB static, onnxruntime 39.2 dB).
 Compiled models live in a process-wide LRU cache keyed by (graph fingerprint, device,
