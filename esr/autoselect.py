@@ -37,7 +37,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Collection, Iterable, Sequence
 
 import numpy as np
 
@@ -155,16 +155,23 @@ class Decision:
 
 
 def choose(trials: Sequence[Trial], min_fidelity_db: float = DEFAULT_MIN_FIDELITY_DB,
-           reference: Candidate = REFERENCE) -> Decision:
+           reference: Candidate = REFERENCE, choosable: Collection[Candidate] | None = None) -> Decision:
     """The fastest trial that ran, reaches ``min_fidelity_db`` and is not slower than ``reference``.
 
-    EsrError (exit 2) naming each candidate's problem when none qualifies.
+    ``choosable``: the candidates that may be chosen (default: every trial). When the reference is not among
+    them (a precision the user named, say fp16, against the fp32 reference) the speed condition is dropped:
+    the fastest faithful one of them runs. EsrError (exit 2) naming each candidate's problem when none qualifies.
     """
+    allowed = [t for t in trials if choosable is None or t.candidate in choosable]
     ref = next((t for t in trials if t.candidate == reference and t.error is None and t.median_ms), None)
-    eligible = [t for t in trials if t.error is None and t.median_ms is not None and t.fidelity_db is not None
-                and t.fidelity_db >= min_fidelity_db and (ref is None or t.median_ms <= ref.median_ms)]
+    bar = ref if choosable is None or reference in choosable else None
+    eligible = [t for t in allowed if t.error is None and t.median_ms is not None and t.fidelity_db is not None
+                and t.fidelity_db >= min_fidelity_db and (bar is None or t.median_ms <= bar.median_ms)]
     if not eligible:
-        reasons = "; ".join(f"{t.candidate.label}: {t.error or 'below the fidelity floor'}" for t in trials)
+        reasons = "; ".join(f"{t.candidate.label}: {t.error or 'below the fidelity floor'}" for t in allowed)
+        if allowed and all(t.error for t in allowed):
+            what = " or ".join(sorted({f"{t.candidate.precision} on {t.candidate.device}" for t in allowed}))
+            raise EsrError(f"auto: no installed backend runs this model in {what} here ({reasons})")
         raise EsrError(f"auto: no backend can run this model at >= {min_fidelity_db:g} dB vs fp32 ({reasons or 'none installed'})")
     best = min(eligible, key=lambda t: t.median_ms)
     return Decision(chosen=best.candidate, reference=reference, median_ms=best.median_ms, fidelity_db=best.fidelity_db,
@@ -258,10 +265,12 @@ def save_trials(path: Path, key: dict, trials: Sequence[Trial], reference: Candi
 
 
 def auto_select(key: dict, run_measurements: Callable[[], tuple[list[Trial], Candidate]],
-                min_fidelity_db: float | None = None, cache_root: Path | None = None) -> Decision:
+                min_fidelity_db: float | None = None, cache_root: Path | None = None,
+                choosable: Collection[Candidate] | None = None) -> Decision:
     """The decision for ``key``: from the cache when it holds this key's measurements, else measured and cached.
 
-    ``min_fidelity_db`` None: :func:`default_floor` of the reference the measurements used.
+    ``min_fidelity_db`` None: :func:`default_floor` of the reference the measurements used; ``choosable``: as
+    for :func:`choose`.
     """
     path = cache_path(key, cache_root)
     cached = load_trials(path, key)
@@ -274,6 +283,6 @@ def auto_select(key: dict, run_measurements: Callable[[], tuple[list[Trial], Can
     else:
         trials, reference = cached
     floor = default_floor(reference) if min_fidelity_db is None else min_fidelity_db
-    decision = choose(trials, floor, reference)
+    decision = choose(trials, floor, reference, choosable)
     decision.cached, decision.measure_s = cached is not None, seconds
     return decision

@@ -93,6 +93,25 @@ def op_counts(graph: onnx.ModelProto) -> dict[str, int]:
     return dict(Counter(node.op_type for node in graph.graph.node).most_common())
 
 
+def at_static_shape(model: onnx.ModelProto, shape: tuple[int, int, int, int]) -> onnx.ModelProto:
+    """A copy of ``model`` with its one image input fixed to ``shape`` (N, C, H, W) and everything that depends
+    on it folded by onnxslim (a dynamic esr graph's pad and crop included), so every tensor has a static shape.
+
+    Raises ``ValueError`` when the input is not NCHW or a dimension fixed in the graph differs from ``shape``.
+    """
+    import onnxslim
+
+    from esr.loading import graph_input_dims
+
+    dims = graph_input_dims(model)
+    if any(isinstance(d, int) and d > 0 and d != want for d, want in zip(dims, shape)):
+        fixed = "x".join(str(d) if isinstance(d, int) and d > 0 else "?" for d in dims)
+        raise ValueError(f"the graph's input is {fixed}; {'x'.join(map(str, shape))} does not fit it")
+    initializers = {t.name for t in model.graph.initializer}
+    name = next(i.name for i in model.graph.input if i.name not in initializers)
+    return onnxslim.slim(model, input_shapes=[f"{name}:{','.join(map(str, shape))}"])
+
+
 def finalize_onnx(raw: onnx.ModelProto) -> onnx.ModelProto:
     """Checker, shape inference and onnxslim (constant folding, dead-node and identity removal).
 

@@ -91,6 +91,8 @@ class AutoBackend:
         from esr.backends import create_backend
 
         candidates = candidates_for(loaded, device, backends, precision)
+        named = precision not in (None, "auto")  # a precision the user named: chosen among its candidates only
+        pool = candidates_for(loaded, device, backends, None) if named else candidates
         own = loaded.descriptor.precision if loaded.kind != "module" else "fp32"
         references = [Candidate("onnxruntime", own, device), Candidate("torch", own, device)]
         built: dict[Candidate, object] = {}
@@ -109,11 +111,11 @@ class AutoBackend:
 
             sample = torch.from_numpy(sample_batch())
             tile = torch.rand(1, 3, *tile_hw, generator=torch.Generator().manual_seed(0))
-            usable_refs = [r for r in references if r in candidates] or [candidates[0]]
+            usable_refs = [r for r in references if r in pool] or [pool[0]]
             self.decision = auto_select(
                 decision_key(loaded, candidates, device, threads, tile_hw),
                 lambda: measure(candidates, build, sample, tile, references=usable_refs, min_fidelity_db=min_fidelity_db),
-                min_fidelity_db)
+                min_fidelity_db, choosable=candidates if named else None)
             self.chosen = build(self.decision.chosen)
             built.clear()  # free the candidates not chosen
             if not quiet:

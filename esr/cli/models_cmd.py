@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from esr.cli.common import THREADS_HELP, add_threads_argument
+
 HELP = "list the model zoo and arch presets (scale, params, GMACs at 256x256, license)"
 
 
@@ -17,6 +19,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=None,
                         help="LR input side for the live MAC count (implies --macs; default 256)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per model")
+    add_threads_argument(parser, f"{THREADS_HELP} (--macs)")
 
 
 def table_rows() -> list[dict]:
@@ -52,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
         raise EsrError(f"--size {size}: must be >= 1")
     rows = table_rows()
     if args.macs or args.size is not None:
+        from esr.backends.sessions import use_threads
+
+        use_threads(args.threads)
         count_live(rows, size)
     if args.json:
         for row in rows:

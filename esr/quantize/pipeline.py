@@ -50,6 +50,8 @@ class QuantConfig:
     max_kept: int = 12
     keep: list[str] = field(default_factory=list)
     seed: int = 0
+    threads: int = 0
+    """CPU threads of the onnxruntime sessions (calibration, sensitivity, fidelity); 0: onnxruntime's default."""
 
 
 def activation_grids(info, stats, method: QuantMethod) -> dict[str, Grid]:
@@ -130,7 +132,7 @@ def quantize_onnx(model: onnx.ModelProto, calib_dir: str, config: QuantConfig, p
     crop_hw = fixed_hw or (config.crop_size, config.crop_size)
     crops = load_crops(calib_dir, config.num_calib, crop_hw, config.downscale, config.seed)
     tensors = sorted({t for u in info.units for t in u.inputs + u.outputs})
-    stats = collect_stats(info.model, tensors, crops, progress=progress, seed=config.seed)
+    stats = collect_stats(info.model, tensors, crops, progress=progress, seed=config.seed, threads=config.threads)
     act = activation_grids(info, stats, QUANT_METHODS.get(config.method))
     weights, notes = weight_grids(info, config, reordered)
 
@@ -140,18 +142,18 @@ def quantize_onnx(model: onnx.ModelProto, calib_dir: str, config: QuantConfig, p
     forced = {u.name for u in info.units if any(re.search(p, u.name) for p in config.keep)}
     names = [u.name for u in info.units if u.name not in forced]
     sens_crops = crops[: config.num_sensitivity]
-    reference = run_model(info.model, sens_crops)
+    reference = run_model(info.model, sens_crops, config.threads)
     sensitivity: dict[str, float] = {}
     trace: list[dict] = []
     kept = set(forced)
     if config.layer_budget_db is not None or config.target_db is not None:
-        sensitivity = unit_sensitivity(build, names, sens_crops, reference, progress)
+        sensitivity = unit_sensitivity(build, names, sens_crops, reference, progress, config.threads)
         auto, trace = choose_fallback(build, sensitivity, sens_crops, reference, config.layer_budget_db,
-                                      config.target_db, config.max_kept, progress)
+                                      config.target_db, config.max_kept, progress, config.threads)
         kept |= auto
     enabled = {u.name for u in info.units} - kept
     quantised = build(enabled)
-    fidelity = fidelity_psnr(reference, run_model(quantised, sens_crops))
+    fidelity = fidelity_psnr(reference, run_model(quantised, sens_crops, config.threads))
     units = []
     for unit in info.units:
         entry = {"name": unit.name, "op": unit.op, "int8": unit.name in enabled,
