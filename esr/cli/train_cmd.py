@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import sys
 from pathlib import Path
 
 from esr.cli.common import add_json_argument, add_threads_argument, print_json
@@ -46,8 +48,9 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if info.is_main else logging.WARNING,
                         format=f"%(asctime)s esr.train{f' rank {info.rank}' if info.backend else ''} "
                                "%(levelname)s: %(message)s")
-    try:
-        final = train_document(doc, Path.cwd(), source=args.opt, launcher=args.launcher)
+    try:  # --json: BasicSR's own prints (it has a few) go to stderr, stdout keeps only the JSON object
+        with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+            final = train_document(doc, Path.cwd(), source=args.opt, launcher=args.launcher)
     finally:
         shutdown_distributed()
     if info.is_main and args.json:

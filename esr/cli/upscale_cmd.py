@@ -49,7 +49,10 @@ backends x precisions once per model, machine, library versions and tile (a few 
 half a minute; cached under the esr cache dir), prints "auto: CHOICE, Nx over onnxruntime fp32,
 D dB vs fp32" and runs the fastest whose output stays within --min-fidelity-db (52.5) of fp32 on
 the package's sample image. Name both to force a choice; a combination this machine cannot run
-is refused with the reason (exit 2). See docs/precision.md.
+is refused with the reason (exit 2). A named precision under auto (--fp16 = --precision fp16)
+picks among the backends that compute in it, still scored against fp32; where none does (fp16
+on a CPU without fp16 units) one line names what this CPU offers. See docs/precision.md, and
+docs/cli.md for --threads, --device, --json and the short options.
 
 more than one process (docs/scale-out.md): --shard I/N keeps the outputs whose relative path
 hashes to shard I (0-based); run I = 0..N-1 anywhere (a SLURM job array, N shells) into one OUTDIR.
