@@ -168,14 +168,31 @@ def choose(trials: Sequence[Trial], min_fidelity_db: float = DEFAULT_MIN_FIDELIT
     eligible = [t for t in allowed if t.error is None and t.median_ms is not None and t.fidelity_db is not None
                 and t.fidelity_db >= min_fidelity_db and (bar is None or t.median_ms <= bar.median_ms)]
     if not eligible:
-        reasons = "; ".join(f"{t.candidate.label}: {t.error or 'below the fidelity floor'}" for t in allowed)
         if allowed and all(t.error for t in allowed):
-            what = " or ".join(sorted({f"{t.candidate.precision} on {t.candidate.device}" for t in allowed}))
-            raise EsrError(f"auto: no installed backend runs this model in {what} here ({reasons})")
+            raise EsrError(none_runs(allowed))
+        reasons = "; ".join(f"{t.candidate.label}: {t.error or 'below the fidelity floor'}" for t in allowed)
         raise EsrError(f"auto: no backend can run this model at >= {min_fidelity_db:g} dB vs fp32 ({reasons or 'none installed'})")
     best = min(eligible, key=lambda t: t.median_ms)
     return Decision(chosen=best.candidate, reference=reference, median_ms=best.median_ms, fidelity_db=best.fidelity_db,
                     reference_ms=ref.median_ms if ref else None, min_fidelity_db=min_fidelity_db, trials=list(trials))
+
+
+def none_runs(trials: Sequence[Trial]) -> str:
+    """The one line for candidates none of which could run: each backend's reason, then (on a CPU, for one
+    precision) what this CPU offers instead, e.g. ``auto: no installed backend computes fp16 on cpu here
+    (torch: fp16 needs CUDA (--device cuda); ...); on this CPU use --precision bf16 (AMX-BF16) or fp32``."""
+    from esr.capabilities import cpu_alternatives
+
+    settings = sorted({(t.candidate.precision, t.candidate.device) for t in trials})
+    hint = cpu_alternatives(settings[0][0]) if len(settings) == 1 and settings[0][1] == "cpu" else ""
+
+    def reason(trial: Trial) -> str:
+        text = str(trial.error).removeprefix(f"{trial.candidate.backend} backend: ")
+        return text.replace(f"; {hint}", "") if hint else text
+
+    what = " or ".join(f"{precision} on {device}" for precision, device in settings)
+    reasons = "; ".join(f"{t.candidate.label}: {reason(t)}" for t in trials)
+    return f"auto: no installed backend computes {what} here ({reasons}){f'; {hint}' if hint else ''}"
 
 
 def measure(candidates: Iterable[Candidate], build: Callable[[Candidate], Runner], sample, tile,

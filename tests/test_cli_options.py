@@ -216,10 +216,17 @@ def test_fp16_on_a_cpu_is_one_line_with_the_alternatives(monkeypatch):
     # auto with a named precision: chosen among that precision's candidates only, scored against fp32
     reference = Candidate("onnxruntime", "fp32")
     fp16 = [Candidate("torch", "fp16"), Candidate("onnxruntime", "fp16"), Candidate("openvino", "fp16")]
-    trials = [Trial(reference, median_ms=10.0, fidelity_db=999.0), *(Trial(c, error=f"{c.backend}: no") for c in fp16)]
-    with pytest.raises(EsrError, match="no installed backend runs this model in fp16 on cpu here") as refused:
+    hint = cpu_alternatives("fp16")
+    reasons = {"torch": f"torch backend: fp16 needs CUDA (--device cuda); {hint}",
+               "onnxruntime": "onnxruntime backend: fp16 on cpu is not available (it runs this graph as fp32)",
+               "openvino": "openvino backend: fp16 on CPU needs AVX512-FP16 or AMX-FP16"}
+    trials = [Trial(reference, median_ms=10.0, fidelity_db=999.0), *(Trial(c, error=reasons[c.backend]) for c in fp16)]
+    with pytest.raises(EsrError) as refused:
         choose(trials, 52.5, reference, choosable=fp16)
-    assert "onnxruntime fp32" not in str(refused.value) and "\n" not in str(refused.value)
+    assert str(refused.value) == (
+        "auto: no installed backend computes fp16 on cpu here (torch fp16: fp16 needs CUDA (--device cuda); "
+        "onnxruntime fp16: fp16 on cpu is not available (it runs this graph as fp32); openvino fp16: fp16 on CPU "
+        f"needs AVX512-FP16 or AMX-FP16); {hint}")
     trials[-1] = Trial(fp16[-1], median_ms=12.0, fidelity_db=60.0)  # slower than fp32, but fp16 was asked for
     assert choose(trials, 52.5, reference, choosable=fp16).chosen == fp16[-1]
     assert choose(trials, 52.5, reference).chosen == reference  # unnamed precision: the reference's speed bar holds
@@ -243,3 +250,23 @@ def test_shared_data_is_never_guessed_beside_site_packages(tmp_path, monkeypatch
     assert not (work / "experiments").exists()
     (tmp_path / "shared").mkdir()  # ../shared beside the current folder is found
     assert paths.find_shared_dir() == (tmp_path / "shared").resolve()
+
+
+def test_upscale_fp16_where_no_backend_computes_it(tiny, tmp_path, capsys, monkeypatch):
+    """``--fp16`` under auto on a CPU where no backend computes fp16 (OpenVINO's check made to refuse, as on a CPU
+    without fp16 units): exit 2, one line naming each backend's reason and what this CPU offers instead."""
+    from esr.backends import openvino_runtime
+    from esr.capabilities import cpu_alternatives
+    from esr.errors import EsrError
+
+    def refuse(device: str, precision: str) -> str:
+        raise EsrError(f"openvino backend: {precision} on CPU needs AVX512-FP16 or AMX-FP16")
+
+    monkeypatch.setattr(openvino_runtime, "check_support", refuse)
+    monkeypatch.setenv("ESR_CACHE_DIR", str(tmp_path / "cache"))
+    code = main(["upscale", str(tiny / "images"), "-o", str(tmp_path / "out"), "-n", str(tiny / "tiny.pth"),
+                 "--fp16", "--device", "cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("error: auto: no installed backend computes fp16 on cpu here (torch fp16: fp16 needs CUDA")
+    assert err[0].endswith(cpu_alternatives("fp16")) and not (tmp_path / "out" / "a.png").exists()
