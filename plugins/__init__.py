@@ -5,9 +5,9 @@
     deployed, reports = plugins.apply_measured(model, ["layernorm_exact", "qkv_fuse"], sample)
 
 Passes: ``layernorm_exact`` / ``layernorm_tanh`` (lossy) / ``qkv_fuse`` / ``attention_fuse``
-/ ``affine_fold`` (DITN), ``conv_fold`` (RLFN). See :mod:`esr.plugins.core`.
+/ ``affine_fold`` (DITN), ``conv_fold`` (RLFN), ``conv3xc_fold`` (SPAN). See :mod:`esr.plugins.core`.
 """
-from esr.plugins import ditn, rlfn  # noqa: F401  (register the passes)
+from esr.plugins import ditn, rlfn, span  # noqa: F401  (register the passes)
 from esr.plugins.core import (
     PASS_REGISTRY,
     RECIPES,

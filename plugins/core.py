@@ -51,6 +51,7 @@ PASS_REGISTRY = Registry("deploy pass")
 RECIPES: dict[str, list[str]] = {
     "RLFN": ["conv_fold"],
     "DITN": ["layernorm_exact", "qkv_fuse", "attention_fuse", "affine_fold"],
+    "SPAN": ["conv3xc_fold"],
 }
 """arch name (``model.descriptor.arch``) -> its default deploy recipe (all passes exact)."""
 

@@ -13,6 +13,11 @@ ARCH_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "rlfn_ntire": ("RLFN", dict(feature_channels=46, mid_channels=48, num_blocks=4, esa_channels=16)),
     "ditn": ("DITN", dict(norm="layernorm")),
     "ditn_real": ("DITN", dict(norm="tanh")),
+    # official SPAN release (hongyuanyu/SPAN, Apache-2.0): spanx2_ch48 / spanx3_ch48 / spanx4_ch48.pth
+    "span": ("SPAN", dict(feature_channels=48)),
+    # NTIRE 2024 ESR winning entry (Amazingren/NTIRE2024_ESR, models/team38_SPAN.py, SPAN30 with
+    # feature_channels=28; weights model_zoo/team38_span_ch28_slim.pth, eval_conv-only layout): 0.151 M params
+    "span_ntire": ("SPAN", dict(feature_channels=28)),
 }
 """preset name -> (registered arch name, constructor kwargs)."""
 
@@ -21,8 +26,8 @@ def build_model(name: str, scale: int = 4, **overrides: Any) -> nn.Module:
     """A freshly initialised (untrained) model.
 
     Args:
-        name: a preset (``rlfn``, ``rlfn_s``, ``rlfn_ntire``, ``ditn``, ``ditn_real``) or a
-            registered arch name (``RLFN``, ``DITN``) with its default kwargs.
+        name: a preset (``rlfn``, ``rlfn_s``, ``rlfn_ntire``, ``ditn``, ``ditn_real``, ``span``,
+            ``span_ntire``) or a registered arch name (``RLFN``, ``DITN``, ``SPAN``) with its default kwargs.
         scale: upscale factor, 2, 3 or 4.
         overrides: constructor kwargs that replace the preset's.
     """
