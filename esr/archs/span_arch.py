@@ -55,8 +55,7 @@ class Conv3XC(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True, branches: bool = True) -> None:
         super().__init__()
-        self.eval_conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias)
-        self.sk: nn.Conv2d | None = None
+        self.sk: nn.Conv2d | None = None  # registration order = the official state-dict order
         self.conv: nn.Sequential | None = None
         if branches:
             wide_in, wide_out = in_channels * CONV3XC_GAIN, out_channels * CONV3XC_GAIN
@@ -66,6 +65,8 @@ class Conv3XC(nn.Module):
                 nn.Conv2d(wide_in, wide_out, 3, bias=bias),
                 nn.Conv2d(wide_out, out_channels, 1, bias=bias),
             )
+        self.eval_conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias)
+        if branches:
             self.eval_conv.requires_grad_(False)
             self.refresh()
             self.register_load_state_dict_post_hook(refresh_after_load)
