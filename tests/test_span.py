@@ -237,3 +237,33 @@ def test_onnx_has_one_conv_per_conv3xc_and_matches_onnxruntime(tmp_path, recipe:
             expected = model(x).numpy()
         assert ort_out.shape == expected.shape
         assert np.abs(ort_out - expected).max() <= PARITY_TOL
+
+
+def test_demo_options_train_both_stages_and_load(tmp_path, shared) -> None:
+    """`esr train` on options/demo_span_x4.yml, shrunk to CI size (8 channels, 2 iterations per stage, batch 2):
+    SPAN trains through BasicSR, stage 2 warm-starts from stage 1, and the result loads with esr.load_model."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    options = Path(__file__).resolve().parent.parent / "options" / "demo_span_x4.yml"
+    overrides = ["network_g.feature_channels=8", "datasets.train.gt_size=64", "datasets.train.batch_size_per_gpu=2",
+                 "datasets.train.dataset_enlarge_ratio=1", "train.total_iter=2", "train.scheduler.periods=[2]",
+                 "stages.1.train.total_iter=2", "stages.1.train.scheduler.periods=[2]",
+                 "stages.1.datasets.train.gt_size=80", "val.val_freq=2", "logger.save_checkpoint_freq=2",
+                 "logger.use_tb_logger=false"]
+    env = {**os.environ, "ESR_SHARED": str(shared), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "esr", "train", "-opt", str(options), "--threads", "1", *overrides],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    root = tmp_path / "experiments" / "demo_span_x4"
+    stage2_log = next((tmp_path / "experiments" / "demo_span_x4_stage2").glob("train_*.log")).read_text()
+    assert "not loaded: none" in stage2_log  # warm start: every tensor of stage 1 loaded
+    model = load_model(root / "final.pth")
+    assert isinstance(model, SPAN) and model.hyperparams["feature_channels"] == 8 and not model.training
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 20, 20)).shape == (1, 3, 80, 80)
+    for block in (m for m in model.modules() if isinstance(m, Conv3XC)):  # eval_conv = fold of trained branches
+        weight, bias = block.folded()
+        assert torch.equal(block.eval_conv.weight, weight.float()) and torch.equal(block.eval_conv.bias, bias.float())
