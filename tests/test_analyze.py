@@ -202,3 +202,20 @@ def test_calibration_saves_a_fitted_local_profile(cache):
     assert cached.calibrated and cached.efficiency == profile.efficiency
     assert any(key.startswith("Conv") for key in cached.efficiency)
     assert measurements[0].total_s > 0 and sum(s > 0 for s in measurements[0].layer_s) > len(measurements[0].layers) / 2
+
+
+def test_roofline_plot_stacks_identical_layers_and_keeps_classes_apart():
+    from esr.analyze.graph import Layer
+    from esr.analyze.hardware import get_profile
+    from esr.analyze.plot import profile_kind, stacked, style_of
+    from esr.analyze.roofline import predict
+
+    conv = dict(op="Conv", key="Conv3x3", output_shape=[1, 52, 64, 64], flops=2e9, bytes=4e6)
+    conv.update(nodes=[], outputs=[], weight_bytes=0.0)
+    layers = [Layer(name=f"c{i}", **conv) for i in range(33)] + [Layer(name="x", **{**conv, "flops": 1e9})]
+    hw = get_profile("h100")
+    spots = stacked([row for row in predict(layers, hw, "fp16")])
+    assert sorted(count for *_, count, _ in spots) == [1, 33]
+    styles = [style_of(i) for i in range(96)]
+    assert len(set(styles)) == 96
+    assert "UNCALIBRATED" in profile_kind(hw) and not hw.calibrated

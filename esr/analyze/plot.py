@@ -1,63 +1,96 @@
 """The roofline figure: attainable FLOP/s against arithmetic intensity, the layers as points."""
 from __future__ import annotations
 
-import os
-import tempfile
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from esr.analyze.hardware import HardwareProfile
 from esr.analyze.roofline import LayerPrediction
+from esr.fileio import replace_atomically
+
+OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"]
+"""Okabe & Ito's colour-blind-safe qualitative palette."""
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p"]
+"""Marker shapes, so that classes stay apart in grey-scale print too."""
+
+
+def profile_kind(hw: HardwareProfile) -> str:
+    """How the times were obtained, for the title: calibrated, borrowed factors, or datasheet only."""
+    if hw.calibrated:
+        return "CALIBRATED: efficiencies and overheads fitted to measurements on this machine"
+    if hw.efficiency:
+        return "datasheet peaks + efficiency factors borrowed from another profile (not measured on this hardware)"
+    if hw.kernel_overhead_s:
+        return (f"UNCALIBRATED datasheet roofline + an assumed {hw.kernel_overhead_s * 1e6:.0f} us per kernel: "
+                "points fall below the roof only by that overhead")
+    return "UNCALIBRATED pure datasheet roofline: every point sits on the roof by construction"
+
+
+def style_of(index: int) -> tuple[str, str]:
+    """(colour, marker) of the ``index``-th op class: 8 colours x 12 markers, all pairs distinct."""
+    colour, round_ = index % len(OKABE_ITO), index // len(OKABE_ITO)
+    return OKABE_ITO[colour], MARKERS[(colour + round_) % len(MARKERS)]
+
+
+def stacked(group: list[LayerPrediction]) -> list[tuple[float, float, int, float]]:
+    """Layers at the same (intensity, attained FLOP/s) merged: ``(intensity, flop/s, count, share)``."""
+    spots: dict[tuple[float, float], list[LayerPrediction]] = defaultdict(list)
+    for row in group:
+        spots[(round(row.layer.intensity, 6), round(row.layer.flops / row.time_s, -3))].append(row)
+    return [(rows[0].layer.intensity, rows[0].layer.flops / rows[0].time_s, len(rows), sum(r.share for r in rows))
+            for rows in spots.values()]
 
 
 def roofline_plot(rows: list[LayerPrediction], hw: HardwareProfile, precision: str, path: str | Path,
                   title: str = "") -> Path:
-    """Write a PNG: the roof ``min(peak, I * bandwidth)`` and one point per layer with FLOPs > 0 at
-    (intensity, FLOPs / predicted time), coloured by op class, sized by its share of the total.
-    Data-movement layers (0 FLOPs) have no place on a FLOP/s axis; their count and share are in the legend.
+    """Write a PNG: the roof ``min(peak, I * bandwidth)`` and the layers with FLOPs > 0 at
+    (intensity, FLOPs / predicted time), one colour + marker per op class. Layers that land on the
+    same spot (e.g. 33 identical 3x3 convs) are drawn once, sized by their summed share of the time
+    and labelled ``xN``; the legend gives each class's layer count and share. Data-movement layers
+    (0 FLOPs) have no place on a FLOP/s axis: their count and share are in the legend.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
     peak, bandwidth = hw.peak(precision), hw.memory_bandwidth
     compute = [r for r in rows if r.layer.flops > 0 and r.layer.bytes > 0]
     movement = [r for r in rows if r not in compute]
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
     lows = [r.layer.intensity for r in compute] or [1.0]
     x = np.logspace(np.log10(min(lows) / 4), np.log10(max(max(lows) * 4, 4 * peak / bandwidth)), 200)
     ax.plot(x, np.minimum(peak, x * bandwidth), color="black", lw=1.5,
             label=f"roof: {peak / 1e12:.3g} TFLOP/s, {bandwidth / 1e9:.4g} GB/s")
     ax.axvline(peak / bandwidth, color="grey", ls=":", lw=1)
-    keys = sorted({r.layer.key for r in compute})
-    cmap = plt.get_cmap("tab10" if len(keys) <= 10 else "tab20")
-    for i, key in enumerate(keys):
+    classes = sorted({r.layer.key for r in compute}, key=lambda k: -sum(r.share for r in compute if r.layer.key == k))
+    for index, key in enumerate(classes):
         group = [r for r in compute if r.layer.key == key]
-        ax.scatter([r.layer.intensity for r in group], [r.layer.flops / r.time_s for r in group],
-                   s=[20 + 400 * r.share for r in group], color=cmap(i % cmap.N), alpha=0.75, edgecolors="k",
-                   linewidths=0.4, label=f"{key} ({len(group)})")
+        colour, marker = style_of(index)
+        spots = stacked(group)
+        ax.scatter([s[0] for s in spots], [s[1] for s in spots], s=[30 + 600 * s[3] for s in spots],
+                   color=colour, marker=marker, alpha=0.8, edgecolors="black", linewidths=0.5,
+                   label=f"{key}: {len(group)} layers, {sum(r.share for r in group) * 100:.1f}%")
+        for intensity, attained, count, _ in spots:
+            if count > 1:  # classes alternate above / below their points, so labels of near spots stay apart
+                ax.annotate(f"x{count}", (intensity, attained), xytext=(7, 5 if index % 2 == 0 else -11),
+                            textcoords="offset points", fontsize=7, color=colour if colour != "#F0E442" else "black")
     if movement:
         share = sum(r.share for r in movement) * 100
-        ax.scatter([], [], color="none", label=f"{len(movement)} data-movement layers, {share:.1f}% of time")
+        ax.scatter([], [], color="none", label=f"{len(movement)} data-movement layers (0 FLOP), {share:.1f}%")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOP / byte)")
     ax.set_ylabel("attained FLOP/s (predicted)")
-    kind = "calibrated" if hw.calibrated else ("borrowed efficiency factors" if hw.efficiency else "pure roofline")
-    ax.set_title(f"{title} ({precision}, {kind})" if title else f"{hw.name} ({precision}, {kind})", fontsize=10)
+    head = title or hw.name
+    ax.set_title(f"{head}, {precision}\n{profile_kind(hw)}\nmarker area = share of predicted time; "
+                 "xN = N layers on one spot", fontsize=8.5)
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="lower right", framealpha=0.9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        return replace_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
-    return path
