@@ -155,6 +155,7 @@ def test_presets_match_published_size() -> None:
     assert abs(count_params(span) - 0.426e6) / 0.426e6 <= 0.005
     assert abs(count_params(ntire) - 0.151e6) / 0.151e6 <= 0.005
     assert abs(count_macs(ntire, 256, 256) - 9.83e9) / 9.83e9 <= 0.005
+    assert abs(count_macs(span, 256, 256) - 27.87e9) / 27.87e9 <= 0.001  # docs/models.md
     # every parameter of the training form exists, but only the folded convs run in eval mode
     assert sum(p.numel() for p in span.parameters()) > 5 * count_params(span)
 
