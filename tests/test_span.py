@@ -268,3 +268,14 @@ def test_demo_options_train_both_stages_and_load(tmp_path, shared) -> None:
     for block in (m for m in model.modules() if isinstance(m, Conv3XC)):  # eval_conv = fold of trained branches
         weight, bias = block.folded()
         assert torch.equal(block.eval_conv.weight, weight.float()) and torch.equal(block.eval_conv.bias, bias.float())
+
+
+def test_esr_models_lists_span_presets(capsys) -> None:
+    import json
+
+    from esr.cli import main
+
+    assert main(["models", "--json", "--size", "16"]) == 0
+    rows = {row["name"]: row for row in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert rows["span"]["params"] == count_params(build_model("span", 4).eval())
+    assert rows["span_ntire"]["license"] == "no weights" and rows["span_ntire"]["preset"] == "span_ntire"
