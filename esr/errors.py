@@ -1,9 +1,19 @@
-"""The one exception type the CLI turns into a one-line ``error: ...`` message."""
+"""The one exception type the CLI turns into a one-line ``error: ...`` message, and the exit codes.
+
+Exit codes (every command; ``docs/errors.md`` has the table per command):
+0 done; 1 some inputs failed (the rest were processed) or a check failed; 2 bad arguments,
+a bad model or a refused output file: nothing was done; 3/4 ``esr export --trt`` without
+TensorRT / TensorRT could not build; 70 an unexpected internal error (a bug: rerun with
+``--debug`` for the traceback); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM).
+"""
 from __future__ import annotations
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # some inputs failed, the rest were processed
 EXIT_USAGE = 2  # bad arguments or a bad model file: nothing was done
+EXIT_INTERNAL = 70  # an unexpected exception (EX_SOFTWARE): a bug, not a user error
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+EXIT_TERMINATED = 143  # SIGTERM (128 + SIGTERM)
 
 
 class EsrError(Exception):
@@ -12,3 +22,17 @@ class EsrError(Exception):
     def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM, so that it gets the same clean-up as Ctrl-C."""
+
+
+def one_line(text: str) -> str:
+    """``text`` with its lines joined by spaces (a message must never span or glue lines)."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def error_line(message: str) -> str:
+    """``error: MESSAGE`` on one line, without the trailing newline."""
+    return f"error: {one_line(message)}"

@@ -4,7 +4,17 @@ Decoding and encoding run in ``jobs`` worker threads while the main thread runs 
 model; at most ``jobs + 1`` decoded images wait for the model and at most ``jobs + 1``
 results wait to be written, so memory stays bounded. A bad input prints one
 ``error: PATH: reason`` line and the batch goes on; existing outputs are skipped unless
-``overwrite``; Ctrl-C lets writes in flight finish (each is atomic) and stops.
+``overwrite`` (an empty, 0-byte output counts as missing); no output ever replaces an input;
+Ctrl-C and SIGTERM let writes in flight finish (each is atomic) and stop.
+
+OUTDIR may be an input folder (``esr upscale dir -o dir --suffix _x4``): a file that a folder
+scan or glob finds is not an input when it is an output of this run (the planned output of
+another input) or of an earlier one (it sits in its own output folder and its stem ends with
+the non-empty ``--suffix``), so reruns never upscale outputs again (``a_x4_x4.png``).
+
+Several runs on one OUTDIR share the work through per-output claim files
+(:mod:`esr.claims`): a run skips what another finished or is writing, and a run starts
+by removing the temp files and claims that killed runs left behind.
 """
 from __future__ import annotations
 
@@ -18,8 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from esr.errors import EXIT_FAILED, EXIT_OK, EsrError
-from esr.image_io import READ_SUFFIXES, output_suffix, read_image, write_image
+from esr import claims
+from esr.errors import EXIT_FAILED, EXIT_OK, EsrError, error_line, one_line
+from esr.fileio import file_id, same_file
+from esr.image_io import DEFAULT_MAX_PIXELS, READ_SUFFIXES, output_suffix, read_image, write_image
 
 if TYPE_CHECKING:
     from esr.upscaler import Upscaler
@@ -45,12 +57,14 @@ class BatchOptions:
     overwrite: bool = False
     jobs: int = 2
     quiet: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 @dataclass(frozen=True)
 class Task:
     src: Path
     dest: Path
+    replace: bool = False  # dest exists but is empty (0 bytes): it is written again
 
 
 @dataclass
@@ -63,31 +77,44 @@ class Plan:
 
 
 def _folder_images(folder: Path, recursive: bool, outdir: Path) -> list[Path]:
+    """Images in ``folder`` (hidden files excluded); an OUTDIR nested inside it is not scanned."""
     found = folder.rglob("*") if recursive else folder.iterdir()
+    nested = folder.resolve() in outdir.parents
     return sorted(
         p for p in found
         if p.is_file() and p.suffix.lower() in READ_SUFFIXES and not p.name.startswith(".")
-        and outdir not in p.resolve().parents
+        and not (nested and outdir in p.resolve().parents)
     )
 
 
-def expand_inputs(inputs: list[str], recursive: bool, outdir: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """``(file, folder of its output relative to OUTDIR)`` for every input image, and error lines.
+@dataclass(frozen=True)
+class Found:
+    """An input file, the folder of its output relative to OUTDIR, and whether a scan (folder, glob) found it."""
+
+    path: Path
+    rel: Path
+    scanned: bool
+
+
+def expand_inputs(inputs: list[str], recursive: bool, outdir: Path) -> tuple[list[Found], list[str]]:
+    """Every input image, and error lines (a missing path, a glob or folder without images).
 
     Folders give their images (``recursive``: the whole tree, mirrored); globs give the files they match.
-    Files under OUTDIR are never inputs of a folder scan.
     """
-    found: list[tuple[Path, Path]] = []
+    found: list[Found] = []
     errors: list[str] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found += [(p, p.parent.relative_to(path)) for p in _folder_images(path, recursive, outdir)]
+            images = _folder_images(path, recursive, outdir)
+            found += [Found(p, p.parent.relative_to(path), True) for p in images]
+            if not images:
+                errors.append(f"{item}: no images in this folder (looked for {', '.join(READ_SUFFIXES)})")
         elif path.is_file():
-            found.append((path, Path()))
+            found.append(Found(path, Path(), False))
         elif glob.has_magic(item):
             matches = sorted(Path(m) for m in glob.glob(item, recursive=recursive) if Path(m).is_file())
-            found += [(m, Path()) for m in matches]
+            found += [Found(m, Path(), True) for m in matches]
             if not matches:
                 errors.append(f"{item}: no files match")
         else:
@@ -95,25 +122,48 @@ def expand_inputs(inputs: list[str], recursive: bool, outdir: Path) -> tuple[lis
     return found, errors
 
 
+def is_earlier_output(item: Found, dest: Path, suffix: str) -> bool:
+    """A scanned file in its own output folder whose stem ends with the run's non-empty suffix."""
+    return (item.scanned and bool(suffix) and item.path.stem.endswith(suffix)
+            and same_file(item.path.parent, dest.parent))
+
+
 def plan_batch(options: BatchOptions) -> Plan:
-    """Map every input to its output path; skip existing outputs unless ``overwrite``."""
+    """Map every input to its output path; skip existing outputs unless ``overwrite``; never replace an input.
+
+    A scanned file that is an output of this run (the planned output of another input) is not an
+    input; with a suffix (:func:`is_earlier_output`) it is known to be esr's and may be rewritten
+    with ``overwrite``; without one it may also be the user's own file, so it stays protected.
+    """
     outdir = Path(options.outdir).resolve()
     found, errors = expand_inputs(options.inputs, options.recursive, outdir)
     plan = Plan(errors=errors)
+    dests = [outdir / item.rel / f"{item.path.stem}{options.suffix}{output_suffix(options.ext, item.path)}"
+             for item in found]
+    planned = set(dests)
+    earlier = [is_earlier_output(item, dest, options.suffix) for item, dest in zip(found, dests)]
+    inputs = [(item, dest) for item, dest, ours in zip(found, dests, earlier)
+              if not (ours or (item.scanned and item.path.resolve() in planned))]
+    protected = {file_id(item.path) for item, ours in zip(found, earlier) if not ours}
     claimed: dict[Path, Path] = {}
-    for src, rel in found:
-        dest = outdir / rel / f"{src.stem}{options.suffix}{output_suffix(options.ext, src)}"
+    for item, dest in inputs:
+        src = item.path
         if dest in claimed:
             if claimed[dest] != src.resolve():
                 plan.errors.append(f"{src}: output {dest} is already produced from {claimed[dest]} (use --suffix)")
             continue
         claimed[dest] = src.resolve()
+        written = dest.exists() and dest.stat().st_size > 0
         if dest == src.resolve():
             plan.errors.append(f"{src}: output would replace the input (use another -o or a --suffix)")
-        elif dest.exists() and not options.overwrite:
+        elif dest.is_dir():
+            plan.errors.append(f"{src}: output {dest} is a folder")
+        elif written and not options.overwrite:
             plan.skipped.append(Task(src, dest))
+        elif dest.exists() and file_id(dest) in protected:
+            plan.errors.append(f"{src}: output {dest} would replace another input (use another -o or a --suffix)")
         else:
-            plan.todo.append(Task(src, dest))
+            plan.todo.append(Task(src, dest, replace=dest.exists()))
     return plan
 
 
@@ -162,15 +212,30 @@ def _reason(err: Exception) -> str:
 @dataclass
 class Counts:
     done: int = 0
+    skipped: int = 0
+    busy: int = 0  # of the skipped: being written by another run
     failed: int = 0
+
+    def summary(self) -> str:
+        busy = f" ({self.busy} being written by another run)" if self.busy else ""
+        return f"{self.done} upscaled, {self.skipped} skipped{busy}, {self.failed} failed"
+
+
+def _written(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
 
 
 def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, counts: Counts,
                  say: Callable[[str], None]) -> None:
     """Decode (workers) -> upscale (this thread) -> encode + atomic write (workers), bounded queues.
 
-    Failures are reported with ``say("error: PATH: reason")`` and counted; Ctrl-C lets the
-    writes in flight finish (each is atomic) before it propagates.
+    Each output is claimed (:mod:`esr.claims`) before its input is read and released when it is
+    written or has failed; an output another run holds or has finished meanwhile is skipped.
+    Failures are reported with ``say("error: PATH: reason")`` and counted; Ctrl-C (and SIGTERM)
+    lets the writes in flight finish (each is atomic) before it propagates; claims are released.
     """
     from tqdm import tqdm
 
@@ -178,12 +243,43 @@ def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, c
     depth = options.jobs + 1
     reads: deque[tuple[Task, Future]] = deque()
     writes: deque[tuple[Task, Future]] = deque()
+    held: set[Path] = set()
     pending = iter(tasks)
-    bar = tqdm(total=len(tasks), unit="img", disable=options.quiet or not tasks, dynamic_ncols=True)
+    bar = tqdm(total=len(tasks), unit="img", disable=True if options.quiet or not tasks else None,
+               dynamic_ncols=True)  # None: no bar when stderr is not a terminal (logs stay line by line)
+
+    def fail(err: Exception, path: Path) -> None:
+        counts.failed += 1
+        message = str(err) if isinstance(err, EsrError) else _reason(err)
+        say(error_line(message if message.startswith(str(path)) else f"{path}: {message}"))
+
+    def finish(task: Task) -> None:
+        claims.release(task.dest)
+        held.discard(task.dest)
+
+    def start(task: Task) -> bool:
+        """Claim ``task``'s output; False (counted, bar advanced) if it is not this run's to write."""
+        try:
+            claimed = claims.try_claim(task.dest)
+        except OSError as err:
+            fail(err, task.dest)
+            bar.update(1)
+            return False
+        if claimed:
+            held.add(task.dest)
+            if options.overwrite or task.replace or not _written(task.dest):
+                return True
+            finish(task)  # another run wrote it after this run's plan
+        else:
+            counts.busy += 1
+        counts.skipped += 1
+        bar.update(1)
+        return False
 
     def prefetch() -> None:
         while len(reads) < depth and (task := next(pending, None)) is not None:
-            reads.append((task, pool.submit(read_image, task.src)))
+            if start(task):
+                reads.append((task, pool.submit(read_image, task.src, options.max_pixels)))
 
     def finish_write() -> None:
         task, future = writes.popleft()
@@ -191,8 +287,8 @@ def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, c
             future.result()
             counts.done += 1
         except Exception as err:  # any failure of one file is reported and the batch goes on
-            counts.failed += 1
-            say(f"error: {err}" if isinstance(err, EsrError) else f"error: {task.dest}: {_reason(err)}")
+            fail(err, task.dest)
+        finish(task)
 
     try:
         prefetch()
@@ -208,11 +304,12 @@ def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, c
             try:
                 result = upscaler.upscale_image(future.result(), progress=advance)
             except Exception as err:  # one file's failure (decode, model, NaN, memory) must not stop the batch
-                counts.failed += 1
-                say(f"error: {err}" if isinstance(err, EsrError) else f"error: {task.src}: {_reason(err)}")
+                fail(err, task.src)
+                finish(task)
                 bar.update(1.0 - progressed[0])
                 continue
-            writes.append((task, pool.submit(write_image, result, task.dest, options.quality, options.overwrite)))
+            overwrite = options.overwrite or task.replace
+            writes.append((task, pool.submit(write_image, result, task.dest, options.quality, overwrite)))
             del result
             while len(writes) >= depth:
                 finish_write()
@@ -226,30 +323,34 @@ def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, c
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        for dest in list(held):
+            claims.release(dest)
         bar.close()
 
 
 def run_batch(options: BatchOptions, log: Callable[[str], None] | None = None) -> int:
     """Run ``esr upscale``: returns the exit code (0 all done, 1 some failed); prints errors and the summary.
 
-    ``log`` receives the ``error:``/``warning:`` lines (default: stderr, above the progress bar).
+    ``log`` receives the ``error:``/``warning:`` lines, one line each (default: stderr, above the progress bar).
     """
     from tqdm import tqdm
 
     def say(line: str) -> None:
-        (log or (lambda text: tqdm.write(text, file=sys.stderr)))(line)
+        (log or (lambda text: tqdm.write(text, file=sys.stderr)))(one_line(line))
 
     plan = plan_batch(options)
     check_writable(Path(options.outdir))
+    for folder in sorted({task.dest.parent for task in plan.todo + plan.skipped}):
+        claims.remove_stale_temps(folder)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore" if options.quiet else "default")
         warnings.showwarning = lambda message, *_, **__: say(f"warning: {message}")
         upscaler = build_upscaler(options)  # also when all outputs exist: a bad --model is always reported
-        counts = Counts(failed=len(plan.errors))
+        counts = Counts(skipped=len(plan.skipped), failed=len(plan.errors))
         for line in plan.errors:
-            say(f"error: {line}")
+            say(error_line(line))
         try:
             run_pipeline(plan.todo, upscaler, options, counts, say)
         finally:
-            print(f"{counts.done} upscaled, {len(plan.skipped)} skipped, {counts.failed} failed", flush=True)
+            print(counts.summary(), flush=True)
     return EXIT_FAILED if counts.failed else EXIT_OK

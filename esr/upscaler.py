@@ -14,12 +14,21 @@ Automatic tile size (``tile=0``): an image runs in one pass when
 ``floor(sqrt(memory_budget / BYTES_PER_INPUT_PIXEL)) - 2 * tile_pad`` (at least
 ``MIN_TILE``). A backend with a size limit (``max_hw``, e.g. a TensorRT profile or a
 static ONNX shape) caps the tile so that ``tile + 2 * tile_pad`` fits it. On an
-out-of-memory error the tile side is halved and the image retried.
+out-of-memory error of a model call the tile side is halved and the image retried; the
+output array is allocated once, before that, and an image whose output does not fit in the
+memory available is refused with one line (:func:`check_output_memory`) instead.
+
+Alpha (:meth:`Upscaler.upscale_alpha`): a constant alpha plane (fully opaque, fully
+transparent) stays exactly that constant without a model call; otherwise the model's
+result is clamped, pixel by pixel, to the range of the 3x3 input neighbourhood it comes
+from, so alpha never overshoots and flat regions stay exactly flat.
 """
 from __future__ import annotations
 
 import math
+import os
 import warnings
+from dataclasses import replace
 from typing import Callable, Iterator
 
 import cv2
@@ -27,6 +36,7 @@ import numpy as np
 import torch
 
 from esr.backends import Backend
+from esr.errors import EsrError
 from esr.image_io import Image
 
 BYTES_PER_INPUT_PIXEL = 4096
@@ -75,6 +85,35 @@ def axis_weights(spans: list[tuple[int, int]], scale: int, pad: int) -> list[tor
         total[start * scale:end * scale] += weight
         raw.append(weight)
     return [(w / total[s * scale:e * scale]).float() for w, (s, e) in zip(raw, spans)]
+
+
+OUTPUT_COPIES = 3
+"""Copies of an output image alive at its peak: the result, the encoder's channel-reordered
+copy, and an ``--outscale`` resize or the encoded bytes."""
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (``MemAvailable``), or None where unknown."""
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_output_memory(height: int, width: int, channels: int, itemsize: int, available: int | None = None) -> None:
+    """EsrError (exit 1) if an output of ``height x width x channels`` needs more memory than is available."""
+    needed = height * width * channels * itemsize * OUTPUT_COPIES
+    available = available_memory() if available is None else available
+    if available is not None and needed > available:
+        raise EsrError(f"the {width}x{height} output needs about {needed / 2**30:.1f} GiB of memory, "
+                       f"{available / 2**30:.1f} GiB is available (use a smaller --outscale or a smaller "
+                       f"image)", exit_code=1)
 
 
 def _is_oom(err: BaseException) -> bool:
@@ -161,28 +200,40 @@ class Upscaler:
         tile = self.tile_for(x.shape[-2], x.shape[-1])
         return torch.cat([band.clone() for _, band in self.bands(x[0], 1.0, tile, progress)], dim=1)[None]
 
-    def _model_array(self, pixels: np.ndarray, tile: int, progress: Progress | None) -> np.ndarray:
+    def _model_array(self, pixels: np.ndarray, tile: int, progress: Progress | None, out: np.ndarray) -> np.ndarray:
         max_value = float(np.iinfo(pixels.dtype).max)
-        height, width, channels = pixels.shape
-        out = np.empty((height * self.scale, width * self.scale, channels), dtype=pixels.dtype)
         src = torch.from_numpy(pixels).permute(2, 0, 1)
         for top, band in self.bands(src, max_value, tile, progress):
             rows = band.mul(max_value).round_().permute(1, 2, 0).numpy().astype(pixels.dtype)
             out[top:top + rows.shape[0]] = rows
         return out
 
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) of the final output of an ``height x width`` input (outscale applied)."""
+        if self.outscale is None or self.outscale == self.scale:
+            return height * self.scale, width * self.scale
+        return max(1, round(height * self.outscale)), max(1, round(width * self.outscale))
+
     def upscale_array(self, pixels: np.ndarray, progress: Progress | None = None) -> np.ndarray:
         """(H, W, C) uint8/uint16, C in {1, 3} -> (round(H*f), round(W*f), C), same dtype (f = outscale or s).
 
-        Values are clipped to the dtype's range and rounded. Out of memory -> the tile is halved and retried.
+        Values are clipped to the dtype's range and rounded. Out of memory in a model call -> the
+        tile is halved and retried; an output larger than the memory available -> EsrError first.
         """
         if pixels.dtype not in (np.uint8, np.uint16) or pixels.ndim != 3 or pixels.shape[2] not in (1, 3):
             raise ValueError(f"expected (H, W, 1|3) uint8/uint16, got {pixels.shape} {pixels.dtype}")
-        height, width = pixels.shape[:2]
+        height, width, channels = pixels.shape
+        check_output_memory(*self.output_size(height, width), channels, pixels.itemsize)
+        try:
+            out = np.empty((height * self.scale, width * self.scale, channels), dtype=pixels.dtype)
+        except MemoryError:
+            raise EsrError(f"cannot allocate the {width * self.scale}x{height * self.scale} output "
+                           f"({height * width * self.scale**2 * channels * pixels.itemsize / 2**30:.1f} GiB)",
+                           exit_code=1) from None
         tile = self.tile_for(height, width)
         while True:
             try:
-                out = self._model_array(pixels, tile, progress)
+                out = self._model_array(pixels, tile, progress, out)
                 break
             except (RuntimeError, MemoryError) as err:
                 current = tile or max(height, width)
@@ -195,13 +246,28 @@ class Upscaler:
     def _resize(self, out: np.ndarray, height: int, width: int) -> np.ndarray:
         if self.outscale is None or self.outscale == self.scale:
             return out
-        size = (max(1, round(width * self.outscale)), max(1, round(height * self.outscale)))
+        out_h, out_w = self.output_size(height, width)
         method = cv2.INTER_LANCZOS4 if self.outscale > self.scale else cv2.INTER_AREA
-        resized = cv2.resize(out, size, interpolation=method)
-        return resized.reshape(size[1], size[0], out.shape[2])
+        resized = cv2.resize(out, (out_w, out_h), interpolation=method)
+        return resized.reshape(out_h, out_w, out.shape[2])
+
+    def upscale_alpha(self, alpha: np.ndarray, progress: Progress | None = None) -> np.ndarray:
+        """(H, W) alpha -> the output's alpha, never outside the local input range (module docstring)."""
+        height, width = alpha.shape
+        low, high = alpha.min(), alpha.max()
+        if low == high:
+            if progress is not None:
+                progress(1.0)
+            return np.full(self.output_size(height, width), low, dtype=alpha.dtype)
+        out = self.upscale_array(alpha[..., None], progress)[..., 0]
+        kernel = np.ones((3, 3), np.uint8)
+        size = (out.shape[1], out.shape[0])
+        floor = cv2.resize(cv2.erode(alpha, kernel), size, interpolation=cv2.INTER_NEAREST)
+        ceiling = cv2.resize(cv2.dilate(alpha, kernel), size, interpolation=cv2.INTER_NEAREST)
+        return np.clip(out, floor, ceiling)
 
     def upscale_image(self, image: Image, progress: Progress | None = None) -> Image:
-        """Upscale an :class:`esr.image_io.Image`; alpha is upscaled separately (as gray) and kept."""
+        """Upscale an :class:`esr.image_io.Image`; alpha by :meth:`upscale_alpha`; the ICC profile is kept."""
         parts = 1 if image.alpha is None else 2
 
         def share(fraction: float) -> None:
@@ -209,5 +275,5 @@ class Upscaler:
                 progress(fraction / parts)
 
         color = self.upscale_array(image.color, share)
-        alpha = None if image.alpha is None else self.upscale_array(image.alpha[..., None], share)[..., 0]
-        return Image(color, alpha)
+        alpha = None if image.alpha is None else self.upscale_alpha(image.alpha, share)
+        return replace(image, color=color, alpha=alpha)

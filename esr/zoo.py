@@ -43,7 +43,7 @@ ZOO: dict[str, ZooEntry] = {
                  "f769c5a88433786b2db0c2b24da6ca6c92a24c62344b9354a390f8a74388e89d",
                  "Apache-2.0", _RLFN_SOURCE),
         ZooEntry("rlfn_ntire_x4", "rlfn_ntire", 4,
-                 "https://github.com/ofsoundof/NTIRE2022_ESR/raw/main/model_zoo/rlfn_ntire_x4.pth",
+                 "https://github.com/ofsoundof/NTIRE2022_ESR/raw/main/model_zoo/team04_rlfn.pth",
                  "3c9be7b9d7a4bece9b68c83a56a1ffb38010f76413d5f215be6b4be842e18fb2",
                  "Apache-2.0", "RLFN_ntire, NTIRE 2022 ESR challenge release"),
     ]

@@ -35,3 +35,23 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def resume_dirs(tmp_path: Path) -> dict:
+    """BasicSR run folders with plain training states and weights at iterations 4 and 6, and the
+    options that point at them: ``{"states", "models", "opt"}`` (tests then spoil state 6)."""
+    from esr.archs import build_model
+    from esr.train.bridge import register_all
+
+    register_all()
+    states, models = tmp_path / "training_states", tmp_path / "models"
+    states.mkdir()
+    models.mkdir()
+    net = build_model("rlfn_s", 4)
+    for it in (4, 6):
+        torch.save({"params": net.state_dict()}, models / f"net_g_{it}.pth")
+        torch.save({"epoch": 0, "iter": it, "optimizers": [], "schedulers": []}, states / f"{it}.state")
+    opt = {"name": "t", "network_g": {"type": "RLFN"},
+           "path": {"training_states": str(states), "models": str(models), "resume_state": None}}
+    return {"states": states, "models": models, "opt": opt}

@@ -132,6 +132,7 @@ def test_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(os, "replace", interrupted)
+    monkeypatch.setattr(os, "link", interrupted)  # the no-clobber move (overwrite=False)
     with pytest.raises(KeyboardInterrupt):
         write_atomic(b"x" * 1000, target)
     assert list(tmp_path.iterdir()) == []

@@ -224,7 +224,7 @@ def test_cli_quantize_then_eval_onnx(tmp_path, capsys):
     assert report["config"]["granularity"] == "sublayer" and report["units"]
     before = out.read_bytes()
     capsys.readouterr()
-    assert main(args) == 1  # no --overwrite: refused before any work, file kept
+    assert main(args) == 2  # no --overwrite: refused before any work (usage error), file kept
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(out) in err[0]
     assert out.read_bytes() == before

@@ -82,25 +82,12 @@ def test_shipped_options_plan(path: Path) -> None:
         assert build_network(opt["network_g"]).upscale == opt["scale"]
 
 
-def test_resume_skips_a_truncated_newest_state(tmp_path: Path) -> None:
+def test_resume_skips_a_truncated_newest_state(tmp_path: Path, resume_dirs: dict) -> None:
     """A kill during BasicSR's (non-atomic) save leaves a truncated newest state: resume from the one before."""
-    import torch
-
-    from esr.archs import build_model
-    from esr.train.bridge import register_all
     from esr.train.runner import load_latest_state
 
-    register_all()
-    states, models = tmp_path / "training_states", tmp_path / "models"
-    states.mkdir()
-    models.mkdir()
-    net = build_model("rlfn_s", 4)
-    for it in (4, 6):
-        torch.save({"params": net.state_dict()}, models / f"net_g_{it}.pth")
-        torch.save({"epoch": 0, "iter": it, "optimizers": [], "schedulers": []}, states / f"{it}.state")
+    states, models, opt = resume_dirs["states"], resume_dirs["models"], resume_dirs["opt"]
     (states / "6.state").write_bytes((states / "6.state").read_bytes()[:100])
-    opt = {"name": "t", "network_g": {"type": "RLFN"},
-           "path": {"training_states": str(states), "models": str(models), "resume_state": None}}
     state = load_latest_state(opt)
     assert state["iter"] == 4
     assert opt["path"]["resume_state"] == str(states / "4.state")

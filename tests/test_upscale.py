@@ -208,7 +208,9 @@ def test_recursive_mirrors_the_tree_and_output_never_replaces_input(tmp_path, ca
     assert cv2.imread(str(tmp_path / "in" / "top.png")).shape == (16, 20, 3)
 
 
-def test_ctrl_c_leaves_no_partial_file(tmp_path):
+@pytest.mark.parametrize("signum,code,line", [(signal.SIGINT, 130, "error: interrupted"),
+                                               (signal.SIGTERM, 143, "error: terminated")])
+def test_ctrl_c_and_sigterm_leave_no_partial_file(tmp_path, signum, code, line):
     src = tmp_path / "in"
     src.mkdir()
     for index in range(40):
@@ -219,13 +221,13 @@ def test_ctrl_c_leaves_no_partial_file(tmp_path):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (out.is_dir() and any(out.glob("*.png"))):
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
-    assert "error: interrupted" in stderr
+    assert proc.returncode == code, stderr
+    assert stderr.strip().splitlines()[-1] == line
     written = sorted(out.iterdir())
     assert 0 < len(written) < 40
-    assert all(not p.name.startswith(".") for p in written)  # no temp file survives
+    assert all(not p.name.startswith(".") for p in written)  # no temp or claim file survives
     for path in written:  # every output is complete
         assert cv2.imread(str(path)).shape == (384, 384, 3)
     summary = stdout.strip().splitlines()[-1]

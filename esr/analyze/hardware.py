@@ -7,12 +7,11 @@ cached in ``<esr cache>/hw/local.json``; ``esr analyze --calibrate`` adds fitted
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from esr.errors import EsrError
+from esr.fileio import write_bytes_atomically
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 LOCAL = "local"
@@ -99,13 +98,8 @@ def machine_key(threads: int) -> str:
 
 def save_local_profile(profile: HardwareProfile, path: Path | None = None) -> Path:
     """Write ``profile`` as the cached ``local`` profile (temp file + rename)."""
-    path = path or local_profile_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".local.", suffix=".json")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(profile.to_json(), handle, indent=1)
-    os.replace(tmp, path)
-    return path
+    data = (json.dumps(profile.to_json(), indent=1) + "\n").encode()
+    return write_bytes_atomically(path or local_profile_path(), data)
 
 
 def measure_local_profile(threads: int) -> HardwareProfile:

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
 from esr.analyze.hardware import HardwareProfile
 from esr.analyze.roofline import LayerPrediction
-from esr.fileio import replace_atomically
+from esr.fileio import write_output
 
 OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"]
 """Okabe & Ito's colour-blind-safe qualitative palette."""
@@ -44,12 +45,13 @@ def stacked(group: list[LayerPrediction]) -> list[tuple[float, float, int, float
 
 
 def roofline_plot(rows: list[LayerPrediction], hw: HardwareProfile, precision: str, path: str | Path,
-                  title: str = "") -> Path:
+                  sources: Iterable[str | Path] = (), overwrite: bool = False, title: str = "") -> Path:
     """Write a PNG: the roof ``min(peak, I * bandwidth)`` and the layers with FLOPs > 0 at
     (intensity, FLOPs / predicted time), one colour + marker per op class. Layers that land on the
     same spot (e.g. 33 identical 3x3 convs) are drawn once, sized by their summed share of the time
     and labelled ``xN``; the legend gives each class's layer count and share. Data-movement layers
     (0 FLOPs) have no place on a FLOP/s axis: their count and share are in the legend.
+    The file is written by :func:`esr.fileio.write_output` (``sources``, ``overwrite``: its policy).
     """
     import matplotlib
 
@@ -91,6 +93,6 @@ def roofline_plot(rows: list[LayerPrediction], hw: HardwareProfile, precision: s
     ax.legend(fontsize=7, loc="lower right", framealpha=0.9)
     fig.tight_layout()
     try:
-        return replace_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
+        return write_output(path, lambda tmp: fig.savefig(tmp, format="png"), sources, overwrite)
     finally:
         plt.close(fig)

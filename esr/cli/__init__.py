@@ -2,15 +2,24 @@
 
 Each command module exposes ``HELP`` (one line), ``configure(parser)`` (cheap: no
 torch import) and ``run(args) -> int`` (the exit code). :class:`esr.errors.EsrError`
-raised by a command becomes one ``error: ...`` line and its exit code.
+raised by a command becomes one ``error: ...`` line and its exit code; any other
+exception becomes one line ``error: Type: message (rerun with --debug for the traceback)``
+and exit code 70; ``esr --debug COMMAND`` (or ``ESR_DEBUG=1``) also prints the traceback.
+SIGTERM is handled like Ctrl-C (the same clean-up), exit code 143 (Ctrl-C: 130).
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
+import threading
+import traceback
+from contextlib import contextmanager
+from typing import Iterator
 
-from esr.errors import EXIT_USAGE, EsrError
+from esr.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, EsrError, Terminated, error_line
 
 COMMANDS: dict[str, str] = {
     "models": "esr.cli.models_cmd",
@@ -29,9 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     from esr import __version__
 
     parser = argparse.ArgumentParser(
-        prog="esr", description="Efficient super-resolution: train, export, upscale and benchmark RLFN/DITN models."
-    )
+        prog="esr", description="Efficient super-resolution: train, export, upscale and benchmark RLFN/DITN models.",
+        epilog="exit codes: see docs/errors.md (0 ok, 1 some inputs failed, 2 usage/bad model/refused output, "
+               "70 internal error, 130 interrupted, 143 terminated)")
     parser.add_argument("--version", action="version", version=f"esr {__version__}")
+    parser.add_argument("--debug", dest="esr_debug", action="store_true",
+                        help="print the Python traceback of any error (also: ESR_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
@@ -41,16 +53,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While active (main thread only), SIGTERM raises :class:`esr.errors.Terminated` (a KeyboardInterrupt)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def debug_requested(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "esr_debug", False)) or os.environ.get("ESR_DEBUG", "") not in ("", "0")
+
+
+def say_error(message: str) -> None:
+    """One ``error: ...`` line on stderr, always newline-terminated."""
+    sys.stderr.write(error_line(message) + "\n")
+    sys.stderr.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    debug = debug_requested(args)
     try:
-        return int(args.run(args))
+        with sigterm_as_interrupt():
+            return int(args.run(args))
     except EsrError as err:
-        print(f"error: {err}", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        say_error(str(err))
         return err.exit_code
+    except Terminated:
+        say_error("terminated")
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+        say_error("interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as err:  # the last line of defence: one line, the traceback only on request
+        if debug:
+            traceback.print_exc()
+        detail = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        say_error(f"{detail} (rerun with --debug for the traceback)")
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 HELP = "per-layer roofline analysis and predicted latency of a model's deploy graph on a hardware profile"
 
@@ -38,6 +39,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", default=None, metavar="PNG", help="write a roofline plot with the layers as points")
     parser.add_argument("--save-graph", default=None, metavar="ONNX",
                         help="also write the analysed deploy graph (static shape), e.g. to time it with esr bench")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing --plot/--save-graph files (never the source model)")
     parser.add_argument("--json", action="store_true", help="print one JSON object (layers and totals)")
 
 
@@ -66,9 +69,13 @@ def run(args: argparse.Namespace) -> int:
     from esr.analyze.hardware import get_profile
     from esr.analyze.roofline import predict, totals
     from esr.errors import EsrError
+    from esr.fileio import check_outputs, write_output
     from esr.loading import load_model
     from esr.zoo import DEFAULT_MODEL
 
+    name = args.model or DEFAULT_MODEL
+    sources = [name] if Path(name).is_file() else []
+    check_outputs([path for path in (args.plot, args.save_graph) if path], sources, args.overwrite)
     threads = args.threads or torch.get_num_threads()
     if args.calibrate:
         from esr.analyze.calibrate import calibrate_local
@@ -81,7 +88,6 @@ def run(args: argparse.Namespace) -> int:
     hw = get_profile(args.hw, threads)
     if args.factors_from:
         hw = hw.with_factors_from(get_profile(args.factors_from, threads))
-    name = args.model or DEFAULT_MODEL
     model = load_model(name)
     graph = deploy_graph(model, args.shape, args.recipe)
     try:
@@ -89,14 +95,17 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise EsrError(f"{name}: {err}") from None
     if args.save_graph:
-        graph.save(args.save_graph)
+        import onnx
+
+        write_output(args.save_graph, lambda tmp: onnx.save(graph.model, tmp), sources, args.overwrite)
     rows = predict(layers, hw, args.precision)
     summary = totals(rows)
     note = graph.note or (f"deploy passes: {', '.join(graph.passes)}" if graph.passes else "")
     if args.plot:
         from esr.analyze.plot import roofline_plot
 
-        roofline_plot(rows, hw, args.precision, args.plot, title=f"{name} {args.shape[2]}x{args.shape[3]} on {hw.name}")
+        roofline_plot(rows, hw, args.precision, args.plot, sources, args.overwrite,
+                      title=f"{name} {args.shape[2]}x{args.shape[3]} on {hw.name}")
     if args.json:
         print(json.dumps({"model": name, "hw": hw.name, "calibrated": hw.calibrated, "precision": args.precision,
                           "shape": list(args.shape), "passes": graph.passes, "note": note, "totals": summary,

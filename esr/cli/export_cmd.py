@@ -1,7 +1,8 @@
 """``esr export``: deploy recipe, ONNX export with checks, optional TensorRT engine.
 
 Exit codes: 0 done; 1 ONNX written but onnxruntime parity above tolerance; 2 bad
-arguments or model; 3 (``--trt``) TensorRT not importable: the ONNX is written and the
+arguments or model, or an output path refused (it exists: ``--overwrite``; it is the
+source model: never); 3 (``--trt``) TensorRT not importable: the ONNX is written and the
 equivalent ``trtexec`` command is printed; 4 TensorRT could not parse/build the graph.
 """
 from __future__ import annotations
@@ -30,6 +31,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="zoo name or checkpoint path (default: the embedded model)")
     parser.add_argument("--scale", type=int, default=None, help="scale (zoo names with several scales)")
     parser.add_argument("--onnx", default=None, help="output .onnx (default: MODEL_xS.onnx in the current folder)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing output files (never the source model)")
     parser.add_argument("--trt", nargs="?", const="", default=None, metavar="OUT.engine",
                         help="also build a TensorRT engine (default path: the ONNX path with .engine)")
     parser.add_argument("--fp16", action="store_true", help="TensorRT FP16")
@@ -73,8 +76,9 @@ def engine_spec(args: argparse.Namespace, onnx_path: Path, shapes: dict[str, tup
 
 def run(args: argparse.Namespace) -> int:
     from esr.errors import EXIT_FAILED, EXIT_USAGE, EsrError
+    from esr.fileio import check_outputs
     from esr.export.pipeline import PARITY_TOL, report_lines, run_export
-    from esr.export.trt_build import EXIT_NO_TENSORRT, build_engine, trtexec_command
+    from esr.export.trt_build import EXIT_NO_TENSORRT, build_engine, sidecar_path, trtexec_command
     from esr.loading import load_model, sha256_of
     from esr.plugins import resolve_recipe
     from esr.zoo import DEFAULT_MODEL
@@ -102,6 +106,11 @@ def run(args: argparse.Namespace) -> int:
     if args.parity and not parity_dir.is_dir():
         raise EsrError(f"{args.parity}: --parity must be a folder of images", EXIT_USAGE)
 
+    targets = [onnx_path]
+    if args.trt is not None:
+        engine = Path(args.trt) if args.trt else onnx_path.with_suffix(".engine")
+        targets += [engine, sidecar_path(engine)]
+    check_outputs(targets, [name] if Path(str(name)).is_file() else [], args.overwrite)
     report = run_export(model, onnx_path, passes, shapes["opt"], args.dynamic, args.opset, parity_dir)
     print(f"model: {name} (x{scale}), recipe: {', '.join(passes) or 'none'}")
     print("\n".join(report_lines(report)))

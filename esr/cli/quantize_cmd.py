@@ -29,7 +29,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="keep every layer in fp32 whose lone INT8 version drops the output below this PSNR")
     parser.add_argument("--max-kept", type=int, default=12, help="most layers the fallback keeps in fp32")
     parser.add_argument("--keep", action="append", default=[], help="regex of node names forced to stay fp32")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing OUT and report (never the source model or a calibration image)")
     parser.add_argument("--recipe", default="default",
                         help="esr.plugins deploy recipe applied before export (torch models only; 'none' to skip)")
 
@@ -71,13 +72,15 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from esr.export.images import image_files
+    from esr.fileio import check_outputs, write_output_bytes
     from esr.quantize.pipeline import QuantConfig, quantize_onnx
-    from esr.image_io import write_atomic
 
-    from esr.errors import EsrError
-
-    if Path(args.out).exists() and not args.overwrite:
-        raise EsrError(f"{args.out}: exists (use --overwrite to replace it)", exit_code=1)
+    out = Path(args.out)
+    report_path = Path(args.report) if args.report else out.with_suffix(".json")
+    calib = image_files(args.calib) if Path(args.calib).is_dir() else []
+    sources = [path for path in [args.model, *calib] if Path(path).is_file()]
+    check_outputs([out, report_path], sources, args.overwrite)
     config = QuantConfig(
         method=args.method, granularity=args.granularity, weight_type=args.weight_type, group_size=args.group_size,
         num_calib=args.num_calib, crop_size=args.crop_size, downscale=args.calib_downscale,
@@ -85,10 +88,8 @@ def run(args: argparse.Namespace) -> int:
     )
     model, report = quantize_onnx(fp32_onnx(args.model, args.recipe), args.calib, config)
     report["model"] = args.model
-    out = Path(args.out)
-    report_path = Path(args.report) if args.report else out.with_suffix(".json")
-    write_atomic(model.SerializeToString(), out, overwrite=args.overwrite)
-    write_atomic(json.dumps(report, indent=1).encode(), report_path, overwrite=True)
+    write_output_bytes(out, model.SerializeToString(), sources, args.overwrite)
+    write_output_bytes(report_path, json.dumps(report, indent=1).encode(), sources, args.overwrite)
     int8 = sum(u["int8"] for u in report["units"])
     print(f"{out}: {int8}/{len(report['units'])} layers INT8, kept fp32: {', '.join(report['kept_fp32']) or 'none'}; "
           f"output PSNR vs fp32 on calibration crops {report['output_psnr_vs_fp32_db']:.2f} dB (report {report_path})")

@@ -34,6 +34,6 @@ def run(args: argparse.Namespace) -> int:
         apply_override(doc, assignment)
     if args.debug and not doc["name"].startswith("debug"):
         doc["name"] = f"debug_{doc['name']}"
-    final = train_document(doc, Path.cwd())
+    final = train_document(doc, Path.cwd(), source=args.opt)
     print(f"final weights: {final}")
     return 0

@@ -7,7 +7,10 @@ classes by the ``type`` names used in the YAML options (``RLFN``, ``DITN``,
 """
 from __future__ import annotations
 
-from typing import Any
+import functools
+import pickle
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from esr.compat import import_basicsr
 
@@ -38,3 +41,30 @@ def register_all() -> None:
     _register(bsr.DATASET_REGISTRY, "HROnlyDataset", HROnlyDataset)
     _register(bsr.DATASET_REGISTRY, "EvalFolderDataset", EvalFolderDataset)
     _register(bsr.MODEL_REGISTRY, "ESRModel", ESRModel)
+
+
+@contextmanager
+def weights_only_loads() -> Iterator[None]:
+    """While active, every ``torch.load`` runs with ``weights_only=True``, BasicSR's own calls included.
+
+    BasicSR 1.4.2 calls ``torch.load(path, map_location=...)`` (``load_network`` for
+    ``pretrain_network_g``, its resume, the VGG weights of the perceptual loss) and so
+    relies on torch's default, which allowed any pickle before torch 2.6 and can be
+    flipped by ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``; an explicit ``True`` wins over both.
+    A call that asks for full unpickling is refused.
+    """
+    import torch
+
+    original = torch.load
+
+    @functools.wraps(original)
+    def load(*args: Any, weights_only: bool | None = None, **kwargs: Any) -> Any:
+        if weights_only is False:
+            raise pickle.UnpicklingError("torch.load of arbitrary pickles is refused while esr trains")
+        return original(*args, weights_only=True, **kwargs)
+
+    torch.load = load
+    try:
+        yield
+    finally:
+        torch.load = original

@@ -8,7 +8,10 @@
   Y-PSNR/SSIM to the BasicSR log and tensorboard, appends ``{iter, psnr_y, ssim_y}`` to
   ``val_curve.jsonl`` in the experiment folder and keeps ``models/net_g_best.pth`` (an esr
   checkpoint) with its score in ``net_g_best.json`` so a resumed run keeps the true best;
-* a warm start (``path.pretrain_network_g``) is checked and logged key by key.
+* a warm start (``path.pretrain_network_g``) is read by esr's safe reader first (a file that is
+  not a weights checkpoint is one error line, no code runs), then checked and logged key by key;
+* training states hold tensors and plain data only (:mod:`esr.train.state`), written atomically,
+  so that the resume loads them with ``weights_only=True``.
 """
 from __future__ import annotations
 
@@ -25,10 +28,14 @@ from esr.compat import import_basicsr
 import_basicsr()
 from basicsr.models.sr_model import SRModel  # noqa: E402
 from basicsr.utils import get_root_logger  # noqa: E402
+from basicsr.utils.dist_util import master_only  # noqa: E402
 
 from esr.evaluate import evaluate  # noqa: E402
+from esr.fileio import replace_atomically, write_bytes_atomically  # noqa: E402
 from esr.loading import read_checkpoint, save_checkpoint  # noqa: E402
+from esr.train.bridge import weights_only_loads  # noqa: E402
 from esr.train.losses import ContrastiveLoss  # noqa: E402
+from esr.train.state import plain_data, restore_counters  # noqa: E402
 
 
 def warm_start_report(net: torch.nn.Module, path: str) -> str:
@@ -51,6 +58,27 @@ class ESRModel(SRModel):
         load_path = self.opt["path"].get("pretrain_network_g")
         if load_path:
             get_root_logger().info(warm_start_report(self.get_bare_model(self.net_g), load_path))
+
+    def load_network(self, net: torch.nn.Module, load_path: str, strict: bool = True,
+                     param_key: str | None = "params") -> None:
+        read_checkpoint(load_path)  # EsrError (one line) for anything but a weights checkpoint
+        with weights_only_loads():
+            super().load_network(net, load_path, strict, param_key)
+
+    @master_only
+    def save_training_state(self, epoch: int, current_iter: int) -> None:
+        """BasicSR's state (optimizers, schedulers) as plain data, written atomically."""
+        if current_iter == -1:
+            return
+        state = plain_data({"epoch": epoch, "iter": current_iter,
+                            "optimizers": [o.state_dict() for o in self.optimizers],
+                            "schedulers": [s.state_dict() for s in self.schedulers]})
+        path = Path(self.opt["path"]["training_states"]) / f"{current_iter}.state"
+        replace_atomically(path, lambda tmp: torch.save(state, tmp))
+
+    def resume_training(self, resume_state: dict[str, Any]) -> None:
+        schedulers = [restore_counters(s, state) for s, state in zip(self.schedulers, resume_state["schedulers"])]
+        super().resume_training({**resume_state, "schedulers": schedulers or resume_state["schedulers"]})
 
     def init_training_settings(self) -> None:
         super().init_training_settings()
@@ -117,7 +145,7 @@ class ESRModel(SRModel):
         if psnr > best["psnr_y"]:
             save_checkpoint(self.get_bare_model(net), models_dir / "net_g_best.pth")
             best = {"iter": current_iter, "psnr_y": psnr, "ssim_y": ssim, "dataset": name}
-            best_file.write_text(json.dumps(best))
+            write_bytes_atomically(best_file, json.dumps(best).encode())
         get_root_logger().info(
             f"Validation {name} x{dataset.scale} (esr eval metrics), iter {current_iter}: "
             f"Y-PSNR {psnr:.4f} dB, Y-SSIM {ssim:.4f}; best {best['psnr_y']:.4f} dB @ iter {best['iter']}")

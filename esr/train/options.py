@@ -32,19 +32,29 @@ def load_document(path: str | Path) -> dict[str, Any]:
 
 
 def apply_override(doc: dict[str, Any], assignment: str) -> None:
-    """Set ``a.b.c=value`` in place (value parsed as YAML; digits index lists, e.g. ``stages.1.train.total_iter=5``)."""
+    """Set ``a.b.c=value`` in place (value parsed as YAML; digits index lists, e.g. ``stages.1.train.total_iter=5``).
+
+    A path through a value that is not a mapping or list, or past a list's end, is an EsrError;
+    a new key is created (the schema check then rejects it if unknown, with a suggestion).
+    """
     key, sep, raw = assignment.partition("=")
     if not sep or not key:
         raise EsrError(f"{assignment}: override must look like key.path=value")
     *parents, last = key.split(".")
     node: Any = doc
-    for part in parents:
-        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-    value = parse_value(raw)
-    if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
+    try:
+        value = parse_value(raw)
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+        if isinstance(node, list):
+            node[int(last)] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise TypeError(type(node).__name__)
+    except (ValueError, IndexError, TypeError, AttributeError, yaml.YAMLError):
+        raise EsrError(f"{assignment}: no such option (a path of mapping keys, numbers for list items, "
+                       f"e.g. stages.1.train.total_iter=5)") from None
 
 
 def parse_value(raw: str) -> Any:

@@ -6,8 +6,13 @@ Layout under ``experiments/`` (relative to the current directory, as in BasicSR)
   ``training_states/``, ``train_*.log``, ``val_curve.jsonl``).
 * ``{name}/``: the runner's folder: ``stages/{i}_{stage}.yml`` (the merged options given to
   BasicSR), ``stage_{stage}.pth`` (a finished stage's final weights, an esr checkpoint
-  written atomically: its presence marks the stage done), ``final.pth`` (the last stage's
-  weights, loadable by :func:`esr.load_model`) and ``curve.json`` (validation curve).
+  written atomically: its presence marks the stage done), ``stage_{stage}.json`` (the
+  options that made those weights), ``final.pth`` (the last stage's weights, loadable by
+  :func:`esr.load_model`) and ``curve.json`` (validation curve).
+
+The document is validated first (:mod:`esr.train.schema`). A finished stage whose options
+have changed since (say a larger ``train.total_iter``) is an error naming what changed and
+what to do, never a silent "already finished".
 
 Every stage after the first loads the previous stage's final weights
 (``path.pretrain_network_g``, ``param_key_g: params``, ``strict_load_g: true`` are set
@@ -34,9 +39,12 @@ import torch.nn as nn
 import yaml
 
 from esr.errors import EsrError
+from esr.fileio import replace_atomically, write_bytes_atomically
 from esr.loading import read_checkpoint, save_checkpoint
 from esr.registry import ARCH_REGISTRY
 from esr.train.options import stage_options
+from esr.train.schema import validate_document
+from esr.train.state import load_training_state
 from esr.train.transforms import WARM_START_TRANSFORMS
 
 log = logging.getLogger("basicsr.esr")
@@ -53,8 +61,9 @@ def load_latest_state(opt: dict[str, Any]) -> dict[str, Any] | None:
 
     A state is used only if both ``training_states/{iter}.state`` and
     ``models/net_g_{iter}.pth`` load (a kill during BasicSR's non-atomic save leaves a
-    truncated file; older states are tried next). The state is a pickle BasicSR wrote
-    for this run, so it is loaded with ``weights_only=False``.
+    truncated file; older states are tried next). States are loaded with ``weights_only=True``
+    (:func:`esr.train.state.load_training_state`): a state holding anything but tensors and
+    plain data is skipped with a warning, its code never runs.
     """
     from basicsr.utils import check_resume
 
@@ -64,7 +73,7 @@ def load_latest_state(opt: dict[str, Any]) -> dict[str, Any] | None:
     for current in iters:
         state_path = states_dir / f"{current}.state"
         try:
-            state = torch.load(state_path, map_location="cpu", weights_only=False)
+            state = load_training_state(state_path)
             read_checkpoint(Path(opt["path"]["models"]) / f"net_g_{current}.pth")
         except (EsrError, RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
             log.warning("skipping unreadable training state %s (%s)", state_path, err)
@@ -91,12 +100,15 @@ def run_basicsr(opt_file: Path, root: Path) -> None:
     """One BasicSR ``train_pipeline`` on ``opt_file`` (auto-resume on), experiments under ``root``."""
     import basicsr.train as bsr_train
 
+    from esr.train.bridge import weights_only_loads
+
     bsr_train.load_resume_state = load_latest_state
     reset_basicsr_logger()
     saved_argv = sys.argv
     sys.argv = ["esr train", "-opt", str(opt_file), "--auto_resume"]
     try:
-        bsr_train.train_pipeline(str(root))
+        with weights_only_loads():
+            bsr_train.train_pipeline(str(root))
     finally:
         sys.argv = saved_argv
 
@@ -123,15 +135,54 @@ def collect_curve(run_dir: Path, stages: list[tuple[str, dict[str, Any]]], root:
         for it in sorted(records):
             curve.append({"stage": stage, "total_iter": offset + it, **records[it]})
         offset += int(opt["train"]["total_iter"])
-    (run_dir / "curve.json").write_text(json.dumps(curve, indent=1))
+    write_bytes_atomically(run_dir / "curve.json", json.dumps(curve, indent=1).encode())
     return curve
 
 
-def train_document(doc: dict[str, Any], root: Path | None = None) -> Path:
-    """Run every unfinished stage of ``doc`` in order; returns the path of ``final.pth``."""
+RESULT_OPTIONS = ("model_type", "scale", "manual_seed", "network_g", "train", "datasets.train")
+"""The options that decide a stage's weights (what a finished stage is compared on)."""
+
+
+def result_options(opt: dict[str, Any]) -> dict[str, Any]:
+    """``opt`` reduced to :data:`RESULT_OPTIONS`, flattened to dotted keys (JSON-comparable)."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}.{key}" if prefix else str(key))
+        else:
+            flat[prefix] = json.loads(json.dumps(node, default=str))
+
+    for key in RESULT_OPTIONS:
+        node: Any = opt
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        walk(node, key)
+    return flat
+
+
+def check_finished_stage(record: Path, opt: dict[str, Any], stage: str, done: Path) -> None:
+    """EsrError (one line) if ``stage`` finished with options other than ``opt`` (stored in ``record``)."""
+    if not record.is_file():
+        return  # finished by an esr version that did not record its options
+    before, now = json.loads(record.read_text()), result_options(opt)
+    changed = sorted(key for key in before.keys() | now.keys() if before.get(key) != now.get(key))
+    if changed:
+        first = changed[0]
+        raise EsrError(
+            f"stage {stage} already finished ({done}) with other options: {', '.join(changed[:4])} changed "
+            f"({first}: {before.get(first)!r} -> {now.get(first)!r}); to train on from its weights, add a stage "
+            f"after it in 'stages' (it starts from {done.name}); to start over, use a new name (name=...)")
+
+
+def train_document(doc: dict[str, Any], root: Path | None = None, source: str | None = None) -> Path:
+    """Validate ``doc`` (errors name ``source``, default its name), then run every unfinished stage in
+    order; returns the path of ``final.pth``."""
     from esr.train.bridge import register_all
 
     register_all()
+    validate_document(doc, source or str(doc.get("name")))
     root = Path(root or Path.cwd()).resolve()
     stages = stage_options(doc)
     run_dir = root / "experiments" / doc["name"]
@@ -140,7 +191,9 @@ def train_document(doc: dict[str, Any], root: Path | None = None) -> Path:
     previous: Path | None = None
     for index, (stage, opt) in enumerate(stages):
         done = run_dir / f"stage_{stage}.pth"
+        record = run_dir / f"stage_{stage}.json"
         if done.is_file():
+            check_finished_stage(record, opt, stage, done)
             log.info("stage %s already finished (%s), skipped", stage, done)
             previous = done
             continue
@@ -148,14 +201,13 @@ def train_document(doc: dict[str, Any], root: Path | None = None) -> Path:
             opt["path"] = {**opt.get("path", {}), "pretrain_network_g": str(warm_start_file(previous, transforms.get(stage), run_dir, stage, opt)),
                            "param_key_g": "params", "strict_load_g": True}
         opt_file = run_dir / "stages" / f"{index}_{stage}.yml"
-        opt_file.write_text(yaml.safe_dump(opt, sort_keys=False))
+        write_bytes_atomically(opt_file, yaml.safe_dump(opt, sort_keys=False).encode())
         log.info("stage %s (%d/%d): %s", stage, index + 1, len(stages), opt_file)
         run_basicsr(opt_file, root)
+        write_bytes_atomically(record, json.dumps(result_options(opt), indent=1).encode())
         export_stage(opt, root, done)
         previous = done
-    final = run_dir / "final.pth"
-    shutil.copyfile(previous, run_dir / ".final.pth.part")
-    (run_dir / ".final.pth.part").replace(final)
+    final = replace_atomically(run_dir / "final.pth", lambda tmp: shutil.copyfile(previous, tmp))
     collect_curve(run_dir, stages, root)
     return final
 
