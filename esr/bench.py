@@ -17,8 +17,6 @@ from typing import Callable
 
 import numpy as np
 
-PRECISIONS = ("fp32", "fp16", "int8")
-
 
 @dataclass
 class Timing:
@@ -116,19 +114,22 @@ def copy_timing(shape: tuple[int, ...], scale: int, runs: int, warmup: int) -> T
 
 
 def bench_backend(backend, shape: tuple[int, int, int, int], runs: int = 10, warmup: int = 2) -> dict:
-    """Time ``backend`` (an :mod:`esr.backends` backend) on a random input of ``shape`` (N, 3, H, W) in [0, 1].
+    """Time ``backend`` (an :mod:`esr.backends` backend, the object ``esr upscale`` runs) on a random
+    input of ``shape`` (N, C, H, W) in [0, 1].
 
-    The timed call includes moving the input to the device and the result back; on CUDA the
-    copies alone are reported as ``copy_ms``. Returns one JSON-able record.
+    The timed call includes the backend's padding/cropping and moving the input to the device and
+    the result back; on CUDA the copies alone are reported as ``copy_ms``. ``precision`` is what the
+    backend computes in (an INT8 QDQ graph: int8). Returns one JSON-able record.
     """
     import torch
 
     x = torch.rand(shape)
     timing = time_runs(lambda: backend(x), runs, warmup, device=backend.device)
     record = {
-        "backend": backend.name, "device": backend.device, "precision": "fp16" if backend.fp16 else "fp32",
+        "backend": backend.name, "device": backend.device, "precision": backend.precision,
+        "recipe": list(backend.descriptor.recipe), "trained": backend.descriptor.trained,
         "shape": list(shape), "dtype": "float32", **asdict(timing),
     }
     if backend.device == "cuda":
-        record["copy_ms"] = copy_timing(shape, backend.scale, runs, warmup).median_ms
+        record["copy_ms"] = copy_timing(shape, backend.descriptor.scale, runs, warmup).median_ms
     return record

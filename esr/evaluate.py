@@ -56,10 +56,12 @@ class ImageScore:
     ssim_y: float
 
 
-def evaluate(model: nn.Module | Backend, data_dir: str | Path, scale: int, progress: bool = True) -> dict:
-    """Run ``model`` (a module, run by the torch backend on its device, or any
+def evaluate(model: nn.Module | Backend, data_dir: str | Path, scale: int | None = None,
+             progress: bool = True) -> dict:
+    """Run ``model`` (a module with a descriptor, run by the torch backend on its device, or any
     :mod:`esr.backends` backend) on every LR image of ``data_dir`` and score it against the HR.
     Whole images are upscaled in one pass (no tiling), as the reference protocol does.
+    ``scale``: the model's (from its descriptor) unless given; a different one is an EsrError.
 
     Returns:
         ``{"dataset", "scale", "psnr_y", "ssim_y", "images": [{"name", "psnr_y", "ssim_y"}, ...]}``
@@ -67,9 +69,12 @@ def evaluate(model: nn.Module | Backend, data_dir: str | Path, scale: int, progr
     """
     from tqdm import tqdm
 
-    pairs = find_pairs(data_dir, scale)
     if isinstance(model, nn.Module):
         model = create_backend("torch", model, device=next(model.parameters()).device.type)
+    if scale is not None and scale != model.descriptor.scale:
+        raise EsrError(f"{model.descriptor.name}: model is x{model.descriptor.scale}, but x{scale} was asked for")
+    scale = model.descriptor.scale
+    pairs = find_pairs(data_dir, scale)
     upscaler = Upscaler(model, tile=0, memory_budget=sys.maxsize)
     scores = []
     for pair in tqdm(pairs, desc=f"eval x{scale}", disable=not progress, leave=False):

@@ -1,37 +1,149 @@
-"""Turn a zoo name or a checkpoint path into an eval-mode model.
+"""Turn what a user names (zoo name, preset, checkpoint, ONNX file, engine) into a :class:`LoadedModel`.
 
-Checkpoints are read with ``torch.load(weights_only=True)`` (no arbitrary code runs),
-unwrapped (``params_ema`` > ``params`` > ``state_dict`` > ``model``, ``module.`` stripped)
-and matched to an arch by the detectors in :data:`esr.registry.DETECTOR_REGISTRY`,
-which read hyperparameters from tensor shapes. Every failure is an :class:`EsrError`
-whose message is one line naming the file.
+:func:`open_model` is the one loader: it tries the sources of :data:`MODEL_SOURCES` in order
+(zoo name, arch preset, ONNX file, TensorRT engine, checkpoint file); each fills the model's
+:class:`esr.descriptor.ModelDescriptor`. A checkpoint is read with ``torch.load(weights_only=True)``
+(no code runs), unwrapped (``params_ema`` > ``params`` > ``state_dict`` > ``model``, ``module.``
+stripped) and offered to the :data:`CHECKPOINT_LOADERS` in order: esr's own detectors first
+(:data:`esr.registry.DETECTOR_REGISTRY`, hyperparameters from tensor shapes); a later stage (the
+spandrel adapter) registers after them. Every failure is an :class:`EsrError` whose message is
+one line naming the file.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import pickle
-import tempfile
 import urllib.request
+import warnings
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Literal, Union
 
 import torch
 import torch.nn as nn
 
 import esr.archs  # noqa: F401  (registers archs and detectors)
 from esr.archs.presets import build_model
+from esr.descriptor import ModelDescriptor, read_metadata
 from esr.errors import EsrError
 from esr.fileio import replace_atomically
-from esr.registry import ARCH_REGISTRY, DETECTOR_REGISTRY
-from esr.zoo import ZOO, ZooEntry
+from esr.registry import ARCH_REGISTRY, DETECTOR_REGISTRY, Registry
+from esr.zoo import PRESETS, ZOO, ZooEntry
 
 EMBEDDED_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model")
 ESR_META_KEY = "esr_arch"
 """Checkpoints written by esr carry ``{"esr_arch": {"arch": name, "kwargs": {...}}}`` beside the weights."""
+ONNX_SUFFIXES = (".onnx",)
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
+UNTRAINED_SEED = 0
+"""Seed of the random weights of an arch preset (so its graphs and timings are reproducible)."""
 
+ModelKind = Literal["module", "onnx", "engine"]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready for a backend: its descriptor and either a torch module or a file.
+
+    ``kind`` is ``module`` (``module`` set: eval mode and on the CPU when a loader made it; a module
+    passed in is used as given, backends and the graph builder work on eval-mode copies), ``onnx``
+    or ``engine`` (``path`` set).
+    """
+
+    descriptor: ModelDescriptor
+    kind: ModelKind
+    module: nn.Module | None = None
+    path: Path | None = None
+
+    @classmethod
+    def from_module(cls, module: nn.Module) -> "LoadedModel":
+        """Wrap a module that carries ``.descriptor`` (every esr arch does); EsrError otherwise."""
+        descriptor = getattr(module, "descriptor", None)
+        if not isinstance(descriptor, ModelDescriptor):
+            raise EsrError(f"{type(module).__name__}: a torch module without an esr descriptor "
+                           "(build it with esr.build_model or load it with esr.load_model)")
+        return cls(descriptor, "module", module=module)
+
+    @property
+    def label(self) -> str:
+        """What to call the model in messages: the file, else the descriptor's name."""
+        return str(self.path) if self.path is not None else self.descriptor.name
+
+
+ModelSpec = Union[str, Path, nn.Module, LoadedModel]
+"""A zoo name, an arch preset, a checkpoint / ONNX / engine path, a module with a descriptor, or a LoadedModel."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """One way to name a model: ``claims(text)`` says whether ``load(text, scale, allow_untrained)`` handles it."""
+
+    name: str
+    claims: Callable[[str], bool]
+    load: Callable[[str, "int | None", bool], LoadedModel]
+
+
+MODEL_SOURCES = Registry("model source")
+"""Tried in registration order by :func:`open_model`: zoo, preset, onnx, engine, checkpoint."""
+
+CheckpointLoader = Callable[[dict, Path], "nn.Module | None"]
+CHECKPOINT_LOADERS = Registry("checkpoint loader")
+"""``fn(state_dict, path) -> module with weights loaded and a descriptor, or None (not mine)``,
+tried in registration order: ``esr`` (esr's detectors) first, then later stages (spandrel)."""
+
+
+def open_model(spec: ModelSpec, scale: int | None = None, allow_untrained: bool = False) -> LoadedModel:
+    """The model ``spec`` names, with its descriptor filled in.
+
+    Args:
+        spec: zoo name (``rlfn_s_x4``), arch preset (``ditn_real``: random weights, only with
+            ``allow_untrained``), checkpoint path, ``.onnx`` file, TensorRT engine, a module
+            carrying ``.descriptor``, or a LoadedModel.
+        scale: if given, the model's scale must equal it (a preset is built at it; default 4).
+        allow_untrained: accept an arch preset without weights (bench, analyze, export: timing and
+            graph shape do not depend on weight values); otherwise a preset is an EsrError that
+            says where trained weights come from.
+    """
+    if isinstance(spec, LoadedModel):
+        loaded = spec
+    elif isinstance(spec, nn.Module):
+        loaded = LoadedModel.from_module(spec)
+    else:
+        text = str(spec)
+        source = next((s for _, s in MODEL_SOURCES.items() if s.claims(text)), None)
+        if source is None:
+            known = ", ".join([*ZOO, *PRESETS])
+            raise EsrError(f"{text}: neither a file nor a zoo model or arch preset (known: {known})")
+        loaded = source.load(text, scale, allow_untrained)
+    if scale is not None and loaded.descriptor.scale != scale:
+        raise EsrError(f"{loaded.label}: model is x{loaded.descriptor.scale}, but x{scale} was asked for")
+    return loaded
+
+
+def load_model(name_or_path: str | Path, scale: int | None = None, device: str | torch.device = "cpu") -> nn.Module:
+    """A trained eval-mode torch model carrying ``.descriptor``, from a zoo name or a checkpoint path.
+
+    Args:
+        name_or_path: a key of :data:`esr.zoo.ZOO`, or a ``.pth`` file (official RLFN,
+            official/spandrel DITN-Real, BasicSR ``params``/``params_ema`` wrappers, esr checkpoints).
+        scale: if given, the model's scale must equal it (EsrError otherwise).
+        device: where to put the model.
+
+    The model maps RGB float (N, 3, H, W) in [0, 1] to (N, 3, H*s, W*s) in [0, 1] (unclamped).
+    For an arch without weights use :func:`esr.build_model`; for ONNX files and engines, :func:`open_model`.
+    """
+    loaded = open_model(name_or_path, scale)
+    if loaded.kind != "module":
+        raise EsrError(f"{loaded.label}: a {loaded.kind} file, not a torch model (use esr.loading.open_model "
+                       f"and a backend that runs it)")
+    return loaded.module.to(device)
+
+
+# ----- files, cache and downloads -----
 
 def cache_dir() -> Path:
     """Where downloaded weights go: ``$ESR_CACHE_DIR`` or ``$XDG_CACHE_HOME/esr`` (``~/.cache/esr``)."""
@@ -55,28 +167,24 @@ def sha256_of(path: Path) -> str:
 
 
 def download(url: str, dest: Path, sha256: str) -> Path:
-    """Download ``url`` to ``dest`` with a progress bar; verify the checksum before the final rename."""
+    """Download ``url`` to ``dest`` with a progress bar; the checksum is verified before the final rename."""
     from tqdm import tqdm
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+    def fetch(tmp: str) -> None:
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name) as bar:
                 for chunk in iter(lambda: response.read(1 << 16), b""):
                     out.write(chunk)
                     bar.update(len(chunk))
-        actual = sha256_of(tmp)
+        actual = sha256_of(Path(tmp))
         if actual != sha256:
             raise EsrError(f"{url}: sha256 mismatch (expected {sha256}, got {actual}); file discarded")
-        os.replace(tmp, dest)
-        return dest
+
+    try:
+        return replace_atomically(dest, fetch)
     except OSError as err:
         raise EsrError(f"{url}: download failed ({err}); put {dest.name} in $ESR_WEIGHTS_DIR to work offline") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def resolve_zoo_weights(entry: ZooEntry) -> Path:
@@ -86,6 +194,11 @@ def resolve_zoo_weights(entry: ZooEntry) -> Path:
         if candidate.is_file():
             return candidate
     return download(entry.url, cache_dir() / "weights" / entry.filename, entry.sha256)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
@@ -102,11 +215,10 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise EsrError(f"{path}: not a weights checkpoint: it holds Python objects other than tensors ({reason})") from None
+        raise EsrError(f"{path}: not a weights checkpoint: it holds Python objects other than tensors "
+                       f"({_first_line(err)})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise EsrError(f"{path}: corrupt or unreadable checkpoint ({reason})") from None
+        raise EsrError(f"{path}: corrupt or unreadable checkpoint ({_first_line(err)})") from None
     if not isinstance(obj, dict):
         raise EsrError(f"{path}: not a weights checkpoint (holds a {type(obj).__name__}, not a dict of tensors)")
     meta = obj.get(ESR_META_KEY) if isinstance(obj.get(ESR_META_KEY), dict) else None
@@ -120,62 +232,203 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     return state_dict, meta
 
 
-def detect_arch(state_dict: dict[str, torch.Tensor], source: str = "state dict") -> tuple[str, dict]:
-    """(arch name, constructor kwargs) from tensor shapes; EsrError if no detector recognises it."""
-    for _, detector in DETECTOR_REGISTRY.items():
-        found = detector(state_dict)
-        if found is not None:
-            return found
-    sample = ", ".join(list(state_dict)[:4])
-    raise EsrError(f"{source}: unrecognised architecture (first keys: {sample}); known: {', '.join(ARCH_REGISTRY)}")
-
-
-def model_from_checkpoint(path: str | Path, scale: int | None = None) -> nn.Module:
-    """Build and load a model from a checkpoint file; ``scale`` (if given) must match the file's."""
-    state_dict, meta = read_checkpoint(path)
-    if meta is not None:
-        arch, kwargs = meta["arch"], dict(meta["kwargs"])
-    else:
-        arch, kwargs = detect_arch(state_dict, str(path))
-    if scale is not None and kwargs.get("upscale") != scale:
-        raise EsrError(f"{path}: checkpoint is x{kwargs.get('upscale')}, but x{scale} was asked for")
-    model = ARCH_REGISTRY.get(arch)(**kwargs)
-    try:
-        model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()
-        raise EsrError(f"{path}: weights do not fit {arch}{kwargs}: {' '.join(first[1:2]) or first[0]}") from None
-    return model.eval()
-
-
-def load_model(name_or_path: str | Path, scale: int | None = None, device: str | torch.device = "cpu") -> nn.Module:
-    """An eval-mode model from a zoo name (``rlfn_s_x4``) or a checkpoint path.
-
-    Args:
-        name_or_path: a key of :data:`esr.zoo.ZOO`, or a ``.pth`` file (official RLFN,
-            official/spandrel DITN-Real, BasicSR ``params``/``params_ema`` wrappers, esr checkpoints).
-        scale: if given, the model's scale must equal it (EsrError otherwise).
-        device: where to put the model.
-
-    The model maps RGB float (N, 3, H, W) in [0, 1] to (N, 3, H*s, W*s) in [0, 1] (unclamped).
-    """
-    key = str(name_or_path)
-    if key in ZOO and not Path(key).exists():
-        entry = ZOO[key]
-        if scale is not None and scale != entry.scale:
-            raise EsrError(f"{key}: model is x{entry.scale}, but x{scale} was asked for")
-        path = resolve_zoo_weights(entry)
-        state_dict, _ = read_checkpoint(path)
-        model = build_model(entry.preset, entry.scale)
-        model.load_state_dict(state_dict, strict=True)
-        return model.eval().to(device)
-    if not Path(key).exists() and not key.endswith((".pth", ".pt", ".ckpt")):
-        raise EsrError(f"{key}: neither a file nor a zoo model (zoo: {', '.join(ZOO)})")
-    return model_from_checkpoint(key, scale).to(device)
-
-
 def save_checkpoint(model: nn.Module, path: str | Path) -> Path:
     """Save ``{"params": state_dict, "esr_arch": {...}}`` atomically (temp file + rename); loadable by :func:`load_model`."""
     arch = type(model).__name__
     payload = {"params": model.state_dict(), ESR_META_KEY: {"arch": arch, "kwargs": dict(model.hyperparams)}}
     return replace_atomically(path, lambda tmp: torch.save(payload, tmp))
+
+
+# ----- checkpoints -----
+
+def detect_arch(state_dict: dict[str, torch.Tensor]) -> tuple[str, dict] | None:
+    """(arch name, constructor kwargs) read from tensor shapes by esr's detectors, or None."""
+    for _, detector in DETECTOR_REGISTRY.items():
+        found = detector(state_dict)
+        if found is not None:
+            return found
+    return None
+
+
+def build_loaded(arch: str, kwargs: dict, state_dict: dict[str, torch.Tensor], source: str) -> nn.Module:
+    """``arch(**kwargs)`` with ``state_dict`` loaded strictly; EsrError naming ``source`` if it does not fit."""
+    model = ARCH_REGISTRY.get(arch)(**kwargs)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as err:
+        lines = str(err).strip().splitlines()
+        raise EsrError(f"{source}: weights do not fit {arch}{kwargs}: {' '.join(lines[1:2]) or lines[0]}") from None
+    return model.eval()
+
+
+@CHECKPOINT_LOADERS.register(name="esr")
+def esr_checkpoint_loader(state_dict: dict[str, torch.Tensor], path: Path) -> nn.Module | None:
+    """esr's detectors (:data:`esr.registry.DETECTOR_REGISTRY`): RLFN and DITN layouts."""
+    found = detect_arch(state_dict)
+    return build_loaded(*found, state_dict, str(path)) if found is not None else None
+
+
+def load_checkpoint_file(text: str, scale: int | None, allow_untrained: bool) -> LoadedModel:
+    path = Path(text)
+    state_dict, meta = read_checkpoint(path)
+    if meta is not None:
+        model = build_loaded(meta["arch"], dict(meta["kwargs"]), state_dict, str(path))
+    else:
+        model = next((m for _, loader in CHECKPOINT_LOADERS.items() if (m := loader(state_dict, path)) is not None),
+                     None)
+        if model is None:
+            sample = ", ".join(list(state_dict)[:4])
+            raise EsrError(f"{path}: unrecognised architecture (first keys: {sample}); "
+                           f"known: {', '.join(ARCH_REGISTRY)}")
+    if scale is not None and model.descriptor.scale != scale:
+        raise EsrError(f"{path}: checkpoint is x{model.descriptor.scale}, but x{scale} was asked for")
+    model.descriptor = model.descriptor.replace(name=path.stem, source=f"checkpoint {path.name}",
+                                                source_sha256=sha256_of(path), trained=True)
+    return LoadedModel(model.descriptor, "module", module=model.eval())
+
+
+def load_zoo(key: str, scale: int | None, allow_untrained: bool) -> LoadedModel:
+    entry = ZOO[key]
+    if scale is not None and scale != entry.scale:
+        raise EsrError(f"{key}: model is x{entry.scale}, but x{scale} was asked for")
+    path = resolve_zoo_weights(entry)
+    state_dict, _ = read_checkpoint(path)
+    model = build_model(entry.preset, entry.scale)
+    model.load_state_dict(state_dict, strict=True)
+    model.descriptor = model.descriptor.replace(name=entry.name, license=entry.license, source=entry.source,
+                                                source_sha256=sha256_of(path), trained=True)
+    return LoadedModel(model.descriptor, "module", module=model.eval())
+
+
+def load_preset(key: str, scale: int | None, allow_untrained: bool) -> LoadedModel:
+    preset = PRESETS[key]
+    if not allow_untrained:
+        raise EsrError(f"{key}: an arch preset without trained weights; weights come from {preset.weights}")
+    with torch.random.fork_rng():
+        torch.manual_seed(UNTRAINED_SEED)
+        model = build_model(key, scale or 4)
+    model.descriptor = model.descriptor.replace(source=f"random weights (seed {UNTRAINED_SEED})", trained=False)
+    return LoadedModel(model.descriptor, "module", module=model.eval())
+
+
+# ----- ONNX files and engines -----
+
+def graph_precision(graph) -> str:
+    """int8 for a QDQ graph, fp16 for a half-precision input, else fp32 (for graphs without esr metadata)."""
+    import onnx
+
+    if any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in graph.graph.node):
+        return "int8"
+    if graph.graph.input and graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16:
+        return "fp16"
+    return "fp32"
+
+
+def graph_input_dims(graph) -> list[int | str]:
+    """Dims of the graph's single input (ints, or names for symbolic ones); EsrError-ready ValueError otherwise."""
+    inputs = [i for i in graph.graph.input if i.name not in {t.name for t in graph.graph.initializer}]
+    if len(inputs) != 1 or len(inputs[0].type.tensor_type.shape.dim) != 4:
+        raise ValueError(f"expected one NCHW image input, found {len(inputs)} input(s)")
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+            for d in inputs[0].type.tensor_type.shape.dim]
+
+
+def probe_onnx(graph, label: str) -> ModelDescriptor:
+    """Descriptor of a graph without esr metadata: one zero input (its static size, else 64x64) gives the scale."""
+    import numpy as np
+
+    from esr.backends.sessions import ort_session
+
+    _, channels, height, width = graph_input_dims(graph)
+    channels = channels if isinstance(channels, int) else 3
+    height, width = (height, width) if isinstance(height, int) and isinstance(width, int) else (64, 64)
+    session = ort_session(graph, threads=1)
+    out = session.run(None, {session.get_inputs()[0].name: np.zeros((1, channels, height, width), np.float32)})[0]
+    scale = out.shape[-1] // width
+    if out.ndim != 4 or scale < 1 or out.shape[-2] != height * scale:
+        raise EsrError(f"{label}: output {tuple(out.shape)} for input 1x{channels}x{height}x{width} "
+                       "is not an upscaled image")
+    descriptor = ModelDescriptor(
+        name=Path(label).stem, arch="unknown", scale=int(scale), in_channels=channels, out_channels=int(out.shape[1]),
+        pads_inside=False, source=f"ONNX file {Path(label).name} (no esr metadata)", trained=True,
+        precision=graph_precision(graph),
+    )
+    warnings.warn(f"{label}: no esr metadata (not written by esr); probed it once: x{descriptor.scale}, "
+                  f"{descriptor.in_channels} -> {descriptor.out_channels} channels, size limits unknown", stacklevel=2)
+    return descriptor
+
+
+def describe_graph(graph, label: str) -> ModelDescriptor:
+    """The descriptor in ``graph``'s esr metadata, or (foreign graph) :func:`probe_onnx`'s with a warning."""
+    try:
+        graph_input_dims(graph)
+        descriptor = read_metadata(graph)
+    except ValueError as err:
+        raise EsrError(f"{label}: {err}") from None
+    return descriptor if descriptor is not None else probe_onnx(graph, label)
+
+
+def load_onnx_file(text: str, scale: int | None, allow_untrained: bool) -> LoadedModel:
+    import onnx
+
+    path = Path(text)
+    if not path.is_file():
+        raise EsrError(f"{path}: no such file")
+    try:
+        graph = onnx.load(str(path))
+    except Exception as err:  # onnx raises protobuf/OS errors for bad files
+        raise EsrError(f"{path}: cannot read ONNX model ({type(err).__name__}: {_first_line(err)})") from None
+    return LoadedModel(describe_graph(graph, str(path)), "onnx", path=path)
+
+
+def engine_sidecar(path: Path) -> Path:
+    """``model.engine`` -> ``model.engine.json`` (written by ``esr export --trt``)."""
+    return path.with_name(path.name + ".json")
+
+
+def load_engine_file(text: str, scale: int | None, allow_untrained: bool) -> LoadedModel:
+    import json
+
+    path = Path(text)
+    if not path.is_file():
+        raise EsrError(f"{path}: no such file")
+    sidecar = engine_sidecar(path)
+    descriptor = None
+    if sidecar.is_file():
+        try:
+            descriptor = ModelDescriptor.from_metadata(json.loads(sidecar.read_text()).get("descriptor", {}))
+        except (ValueError, AttributeError) as err:
+            raise EsrError(f"{sidecar}: unreadable engine sidecar ({_first_line(err)})") from None
+    if descriptor is None:
+        descriptor = probe_engine(path)
+    return LoadedModel(descriptor, "engine", path=path)
+
+
+def probe_engine(path: Path) -> ModelDescriptor:
+    """Descriptor of an engine without a sidecar: one zero input through TensorRT gives the scale (CUDA only)."""
+    from esr.backends.trt_backend import load_trt_runner
+
+    runner = load_trt_runner()(str(path), device="cuda")
+    height, width = runner.profile_min_hw
+    scale = int(runner(torch.zeros(1, 3, height, width, device="cuda")).shape[-1] // width)
+    warnings.warn(f"{path}: no sidecar {engine_sidecar(path).name}; probed it once: x{scale}", stacklevel=2)
+    return ModelDescriptor(name=path.stem, arch="unknown", scale=scale, pads_inside=False,
+                           source=f"TensorRT engine {path.name} (no sidecar)", trained=True)
+
+
+def _is_checkpoint(text: str) -> bool:
+    return Path(text).is_file() or text.lower().endswith(CHECKPOINT_SUFFIXES)
+
+
+def _names(table: dict) -> Callable[[str], bool]:
+    return lambda text: text in table and not Path(text).exists()
+
+
+for _source in (
+    ModelSource("zoo", _names(ZOO), load_zoo),
+    ModelSource("preset", _names(PRESETS), load_preset),
+    ModelSource("onnx", lambda text: text.lower().endswith(ONNX_SUFFIXES), load_onnx_file),
+    ModelSource("engine", lambda text: text.lower().endswith(ENGINE_SUFFIXES), load_engine_file),
+    ModelSource("checkpoint", _is_checkpoint, load_checkpoint_file),
+):
+    MODEL_SOURCES.register(_source, name=_source.name)

@@ -9,7 +9,11 @@ from typing import Any, Callable, Iterator
 
 
 class Registry:
-    """A name -> object map filled by a ``@registry.register()`` decorator."""
+    """A name -> object map filled by a ``@registry.register()`` decorator.
+
+    Iteration and :meth:`items` follow registration order (the order in which loaders,
+    detectors and backends are tried); error messages list the names sorted.
+    """
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -27,6 +31,9 @@ class Registry:
 
         return add if obj is None else add(obj)
 
+    def __getitem__(self, name: str) -> Any:
+        return self.get(name)
+
     def get(self, name: str) -> Any:
         try:
             return self._objects[name]
@@ -38,10 +45,13 @@ class Registry:
         return name in self._objects
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._objects))
+        return iter(list(self._objects))
+
+    def __len__(self) -> int:
+        return len(self._objects)
 
     def items(self) -> list[tuple[str, Any]]:
-        return sorted(self._objects.items())
+        return list(self._objects.items())
 
 
 ARCH_REGISTRY = Registry("arch")

@@ -15,6 +15,10 @@ the non-empty ``--suffix``), so reruns never upscale outputs again (``a_x4_x4.pn
 Several runs on one OUTDIR share the work through per-output claim files
 (:mod:`esr.claims`): a run skips what another finished or is writing, and a run starts
 by removing the temp files and claims that killed runs left behind.
+
+Videos and animations (see :mod:`esr.media_kinds`) are upscaled after the images, one
+file at a time, each by its kind's runner with its own frame pipeline, under the same
+claims and output policy.
 """
 from __future__ import annotations
 
@@ -31,7 +35,9 @@ from typing import TYPE_CHECKING, Callable
 from esr import claims
 from esr.errors import EXIT_FAILED, EXIT_OK, EsrError, error_line, one_line
 from esr.fileio import file_id, same_file
-from esr.image_io import DEFAULT_MAX_PIXELS, READ_SUFFIXES, output_suffix, read_image, write_image
+from esr.image_io import DEFAULT_MAX_PIXELS, read_image, write_image
+from esr.media_kinds import IMAGE, KINDS, collected_suffixes, kind_of
+from esr.video.options import VideoOptions
 
 if TYPE_CHECKING:
     from esr.upscaler import Upscaler
@@ -47,6 +53,7 @@ class BatchOptions:
     backend: str | None = None
     device: str | None = None
     fp16: bool = False
+    threads: int = 0
     tile: int = 0
     tile_pad: int = 16
     outscale: float | None = None
@@ -58,6 +65,7 @@ class BatchOptions:
     jobs: int = 2
     quiet: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
+    video: VideoOptions = field(default_factory=VideoOptions)
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,7 @@ class Task:
     src: Path
     dest: Path
     replace: bool = False  # dest exists but is empty (0 bytes): it is written again
+    kind: str = IMAGE.name  # the media kind (esr.media_kinds) that upscales it
 
 
 @dataclass
@@ -77,12 +86,13 @@ class Plan:
 
 
 def _folder_images(folder: Path, recursive: bool, outdir: Path) -> list[Path]:
-    """Images in ``folder`` (hidden files excluded); an OUTDIR nested inside it is not scanned."""
+    """Images, videos and animations in ``folder`` (hidden files excluded); an OUTDIR nested inside it is not scanned."""
     found = folder.rglob("*") if recursive else folder.iterdir()
     nested = folder.resolve() in outdir.parents
+    suffixes = collected_suffixes()
     return sorted(
         p for p in found
-        if p.is_file() and p.suffix.lower() in READ_SUFFIXES and not p.name.startswith(".")
+        if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith(".")
         and not (nested and outdir in p.resolve().parents)
     )
 
@@ -109,7 +119,7 @@ def expand_inputs(inputs: list[str], recursive: bool, outdir: Path) -> tuple[lis
             images = _folder_images(path, recursive, outdir)
             found += [Found(p, p.parent.relative_to(path), True) for p in images]
             if not images:
-                errors.append(f"{item}: no images in this folder (looked for {', '.join(READ_SUFFIXES)})")
+                errors.append(f"{item}: no images in this folder (looked for {', '.join(collected_suffixes())})")
         elif path.is_file():
             found.append(Found(path, Path(), False))
         elif glob.has_magic(item):
@@ -138,15 +148,16 @@ def plan_batch(options: BatchOptions) -> Plan:
     outdir = Path(options.outdir).resolve()
     found, errors = expand_inputs(options.inputs, options.recursive, outdir)
     plan = Plan(errors=errors)
-    dests = [outdir / item.rel / f"{item.path.stem}{options.suffix}{output_suffix(options.ext, item.path)}"
-             for item in found]
+    kinds = [kind_of(item.path) for item in found]
+    dests = [outdir / item.rel / f"{item.path.stem}{options.suffix}{kind.output_suffix(item.path, options)}"
+             for item, kind in zip(found, kinds)]
     planned = set(dests)
     earlier = [is_earlier_output(item, dest, options.suffix) for item, dest in zip(found, dests)]
-    inputs = [(item, dest) for item, dest, ours in zip(found, dests, earlier)
+    inputs = [(item, dest, kind.name) for item, dest, kind, ours in zip(found, dests, kinds, earlier)
               if not (ours or (item.scanned and item.path.resolve() in planned))]
     protected = {file_id(item.path) for item, ours in zip(found, earlier) if not ours}
     claimed: dict[Path, Path] = {}
-    for item, dest in inputs:
+    for item, dest, kind in inputs:
         src = item.path
         if dest in claimed:
             if claimed[dest] != src.resolve():
@@ -159,11 +170,11 @@ def plan_batch(options: BatchOptions) -> Plan:
         elif dest.is_dir():
             plan.errors.append(f"{src}: output {dest} is a folder")
         elif written and not options.overwrite:
-            plan.skipped.append(Task(src, dest))
+            plan.skipped.append(Task(src, dest, kind=kind))
         elif dest.exists() and file_id(dest) in protected:
             plan.errors.append(f"{src}: output {dest} would replace another input (use another -o or a --suffix)")
         else:
-            plan.todo.append(Task(src, dest, replace=dest.exists()))
+            plan.todo.append(Task(src, dest, replace=dest.exists(), kind=kind))
     return plan
 
 
@@ -194,13 +205,15 @@ def build_upscaler(options: BatchOptions) -> Upscaler:
     import torch
 
     from esr.backends import create_backend, default_backend_for
+    from esr.loading import open_model
     from esr.upscaler import Upscaler
     from esr.zoo import DEFAULT_MODEL
 
-    model = options.model or DEFAULT_MODEL
-    backend_name = options.backend or default_backend_for(model)
+    loaded = open_model(options.model or DEFAULT_MODEL)
+    backend_name = options.backend or default_backend_for(loaded)
     device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    backend = create_backend(backend_name, model, device=device, fp16=options.fp16)
+    backend = create_backend(backend_name, loaded, device=device, precision="fp16" if options.fp16 else None,
+                             threads=options.threads)
     return Upscaler(backend, tile=options.tile, tile_pad=options.tile_pad, outscale=options.outscale)
 
 
@@ -228,6 +241,27 @@ def _written(path: Path) -> bool:
         return False
 
 
+def report_failure(err: Exception, path: Path, counts: Counts, say: Callable[[str], None]) -> None:
+    """Count a failed file and say one ``error: PATH: reason`` line."""
+    counts.failed += 1
+    message = str(err) if isinstance(err, EsrError) else _reason(err)
+    say(error_line(message if message.startswith(str(path)) else f"{path}: {message}"))
+
+
+def claim_output(task: Task, options: BatchOptions, counts: Counts) -> bool:
+    """Claim ``task``'s output (:mod:`esr.claims`): True to go ahead; False (counted as skipped) if
+    another run holds it, or wrote it after this run's plan. OSError if the claim cannot be made."""
+    if not claims.try_claim(task.dest):
+        counts.busy += 1
+        counts.skipped += 1
+        return False
+    if options.overwrite or task.replace or not _written(task.dest):
+        return True
+    claims.release(task.dest)  # another run wrote it after this run's plan
+    counts.skipped += 1
+    return False
+
+
 def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, counts: Counts,
                  say: Callable[[str], None]) -> None:
     """Decode (workers) -> upscale (this thread) -> encode + atomic write (workers), bounded queues.
@@ -249,9 +283,7 @@ def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, c
                dynamic_ncols=True)  # None: no bar when stderr is not a terminal (logs stay line by line)
 
     def fail(err: Exception, path: Path) -> None:
-        counts.failed += 1
-        message = str(err) if isinstance(err, EsrError) else _reason(err)
-        say(error_line(message if message.startswith(str(path)) else f"{path}: {message}"))
+        report_failure(err, path, counts, say)
 
     def finish(task: Task) -> None:
         claims.release(task.dest)
@@ -260,21 +292,15 @@ def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, c
     def start(task: Task) -> bool:
         """Claim ``task``'s output; False (counted, bar advanced) if it is not this run's to write."""
         try:
-            claimed = claims.try_claim(task.dest)
+            go = claim_output(task, options, counts)
         except OSError as err:
             fail(err, task.dest)
-            bar.update(1)
-            return False
-        if claimed:
+            go = False
+        if go:
             held.add(task.dest)
-            if options.overwrite or task.replace or not _written(task.dest):
-                return True
-            finish(task)  # another run wrote it after this run's plan
         else:
-            counts.busy += 1
-        counts.skipped += 1
-        bar.update(1)
-        return False
+            bar.update(1)
+        return go
 
     def prefetch() -> None:
         while len(reads) < depth and (task := next(pending, None)) is not None:
@@ -328,6 +354,27 @@ def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, c
         bar.close()
 
 
+def run_whole_files(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, counts: Counts,
+                    say: Callable[[str], None]) -> None:
+    """Upscale videos and animations one file at a time by their kind's runner (:mod:`esr.media_kinds`),
+    each output claimed like an image's; Ctrl-C (and SIGTERM) propagate after the claim is released."""
+    runners = {kind.name: kind for kind in KINDS if kind.runner}
+    for task in tasks:
+        try:
+            if not claim_output(task, options, counts):
+                continue
+        except OSError as err:
+            report_failure(err, task.dest, counts, say)
+            continue
+        try:
+            runners[task.kind].load_runner()(task, upscaler, options)
+            counts.done += 1
+        except Exception as err:  # one file's failure must not stop the batch
+            report_failure(err, task.src, counts, say)
+        finally:
+            claims.release(task.dest)
+
+
 def run_batch(options: BatchOptions, log: Callable[[str], None] | None = None) -> int:
     """Run ``esr upscale``: returns the exit code (0 all done, 1 some failed); prints errors and the summary.
 
@@ -350,7 +397,8 @@ def run_batch(options: BatchOptions, log: Callable[[str], None] | None = None) -
         for line in plan.errors:
             say(error_line(line))
         try:
-            run_pipeline(plan.todo, upscaler, options, counts, say)
+            run_pipeline([t for t in plan.todo if t.kind == IMAGE.name], upscaler, options, counts, say)
+            run_whole_files([t for t in plan.todo if t.kind != IMAGE.name], upscaler, options, counts, say)
         finally:
             print(counts.summary(), flush=True)
     return EXIT_FAILED if counts.failed else EXIT_OK

@@ -13,10 +13,12 @@ Automatic tile size (``tile=0``): an image runs in one pass when
 ``H * W * BYTES_PER_INPUT_PIXEL <= memory_budget``; otherwise the tile side is
 ``floor(sqrt(memory_budget / BYTES_PER_INPUT_PIXEL)) - 2 * tile_pad`` (at least
 ``MIN_TILE``). A backend with a size limit (``max_hw``, e.g. a TensorRT profile or a
-static ONNX shape) caps the tile so that ``tile + 2 * tile_pad`` fits it. On an
-out-of-memory error of a model call the tile side is halved and the image retried; the
-output array is allocated once, before that, and an image whose output does not fit in the
-memory available is refused with one line (:func:`check_output_memory`) instead.
+static ONNX shape) caps the tile so that ``tile + 2 * tile_pad`` fits it. A model whose
+descriptor says tiling is ``internal`` (it tiles itself) or ``discouraged`` is run in one
+pass unless such a limit forces tiles. On an out-of-memory error of a model call the tile
+side is halved and the image retried; the output array is allocated once, before that, and
+an image whose output does not fit in the memory available is refused with one line
+(:func:`check_output_memory`) instead.
 
 Alpha (:meth:`Upscaler.upscale_alpha`): a constant alpha plane (fully opaque, fully
 transparent) stays exactly that constant without a model call; otherwise the model's
@@ -95,9 +97,10 @@ copy, and an ``--outscale`` resize or the encoded bytes."""
 def available_memory() -> int | None:
     """Bytes of memory available to a new allocation (``MemAvailable``), or None where unknown."""
     try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
     except OSError:
         pass
     try:
@@ -124,7 +127,7 @@ class Upscaler:
     """Upscale images, arrays or tensors with a :class:`esr.backends.Backend`.
 
     Args:
-        backend: callable (N, 3, h, w) float [0, 1] -> (N, 3, h*s, w*s), with ``scale`` and ``max_hw``.
+        backend: callable (N, 3, h, w) float [0, 1] -> (N, 3, h*s, w*s), with ``descriptor`` and ``max_hw``.
         tile: tile side in input pixels (without padding); 0 = automatic (module docstring).
         tile_pad: overlap context added on each side of a tile, in input pixels.
         outscale: final scale of :meth:`upscale_array` / :meth:`upscale_image` (None: the model's);
@@ -139,7 +142,12 @@ class Upscaler:
         if outscale is not None and outscale <= 0:
             raise ValueError("outscale must be > 0")
         self.backend = backend
-        self.scale = int(backend.scale)
+        self.descriptor = backend.descriptor
+        self.scale = self.descriptor.scale
+        if tile and self.descriptor.tiling != "supported":
+            warnings.warn(f"{self.descriptor.name}: tiling is {self.descriptor.tiling} for this model; "
+                          f"tile {tile} ignored (tiles only where a size limit forces them)", stacklevel=2)
+            tile = 0
         self.tile = tile
         self.tile_pad = tile_pad
         self.outscale = outscale
@@ -148,7 +156,8 @@ class Upscaler:
     def tile_for(self, height: int, width: int) -> int:
         """Tile side used for an ``height x width`` input (0: one pass), per the rule in the module docstring."""
         tile = self.tile
-        if tile == 0 and height * width * BYTES_PER_INPUT_PIXEL > self.memory_budget:
+        if (tile == 0 and self.descriptor.tiling == "supported"
+                and height * width * BYTES_PER_INPUT_PIXEL > self.memory_budget):
             tile = max(MIN_TILE, math.isqrt(self.memory_budget // BYTES_PER_INPUT_PIXEL) - 2 * self.tile_pad)
         limit = self.backend.max_hw
         if limit is not None:
@@ -158,8 +167,9 @@ class Upscaler:
         return tile
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
-        """(1, C, h, w) float, C in {1, 3} -> (1, C, h*s, w*s); gray runs as RGB and is averaged back."""
-        if x.shape[1] == 1:
+        """(1, C, h, w) float, C in {1, 3} -> (1, C, h*s, w*s); gray runs through an RGB model as RGB and
+        is averaged back."""
+        if x.shape[1] == 1 and self.descriptor.in_channels == 3:
             return self.backend(x.expand(-1, 3, -1, -1)).mean(dim=1, keepdim=True)
         return self.backend(x)
 

@@ -1,13 +1,15 @@
-"""PyTorch -> ONNX export of esr models, then checker, shape inference and onnxslim.
+"""The steps :func:`esr.export.graph.build_deploy_graph` runs: trace to ONNX, then checker, shape inference, onnxslim.
 
 Dynamic exports keep the arch's pad-and-crop in the graph: the legacy tracer bakes
 Python control flow, so :class:`PadCrop` computes the reflect-pad amounts from the
 traced input shape and crops the output back, and the model itself is traced on an
 aligned shape (its own padding is then a no-op). A dynamic graph therefore accepts
 any H, W >= 8 (reflect padding needs pad < size); a static one exactly its shape.
+Nothing else calls these: the deploy-graph builder is the one way to an ONNX graph.
 """
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -15,8 +17,6 @@ import onnx
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-from esr.fileio import replace_atomically
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -62,31 +62,30 @@ def aligned_shape(model: nn.Module, height: int, width: int) -> tuple[int, int]:
     return align(height), align(width)
 
 
-def export_onnx(
-    model: nn.Module, path: str | Path, height: int = 64, width: int = 64, dynamic: bool = True, opset: int = 17
-) -> Path:
-    """Export ``model`` (RGB float NCHW [0, 1] in, upscaled out) to ONNX at ``path`` (raw tracer output).
+def trace_onnx(model: nn.Module, path: str | Path, height: int, width: int, dynamic: bool, opset: int,
+               batch: int = 1) -> Path:
+    """Trace ``model`` (float NCHW in, upscaled out; carrying ``.descriptor``) to a raw ONNX file at ``path``.
 
-    Input ``input`` (N, 3, H, W), output ``output`` (N, 3, H*s, W*s). Static: exactly
-    ``height x width``. Dynamic: N, H and W symbolic; an esr model (one with a
-    ``descriptor``) is wrapped in :class:`PadCrop` and traced at ``height x width``
-    grown to an aligned size, so any H, W >= 8 runs. Other modules are traced as they are.
+    Input ``input`` (N, C, H, W), output ``output`` (N, C', H*s, W*s). Static: exactly
+    ``batch x C x height x width``. Dynamic: N, H and W symbolic; the model is wrapped in
+    :class:`PadCrop` and traced at ``height x width`` grown to an aligned size, so any H, W >= 8 runs.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     module = model.eval()
-    if dynamic and hasattr(model, "descriptor"):
+    if dynamic:
         module = PadCrop(model).eval()
         height, width = aligned_shape(model, height, width)
-    sample = torch.rand(1, 3, height, width)
+    sample = torch.rand(batch, model.descriptor.in_channels, height, width, generator=torch.Generator().manual_seed(0))
     axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
             OUTPUT_NAME: {0: "batch", 2: "out_height", 3: "out_width"}}
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", UserWarning)  # the legacy exporter's constant-folding notes
+        warnings.simplefilter("ignore", DeprecationWarning)  # dynamo=False is chosen: PadCrop needs the tracer
         torch.onnx.export(
             module, (sample,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
             dynamic_axes=axes if dynamic else None, opset_version=opset, dynamo=False,
         )
-    return path
+    return Path(path)
 
 
 def op_counts(graph: onnx.ModelProto) -> dict[str, int]:
@@ -106,8 +105,3 @@ def finalize_onnx(raw: onnx.ModelProto) -> onnx.ModelProto:
     slim = onnx.shape_inference.infer_shapes(slim, strict_mode=True)
     onnx.checker.check_model(slim)
     return slim
-
-
-def save_atomic(graph: onnx.ModelProto, path: str | Path) -> Path:
-    """Write ``graph`` to ``path`` via a temp file in the same folder and a rename."""
-    return replace_atomically(path, lambda tmp: onnx.save(graph, tmp))

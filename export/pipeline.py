@@ -1,21 +1,23 @@
-"""The export pipeline: deploy recipe -> ONNX (checked, shape-inferred, slimmed) -> ORT parity -> TensorRT op check."""
+"""The export pipeline: deploy graph (:func:`esr.export.graph.build_deploy_graph`) -> ORT parity -> TensorRT op check."""
 from __future__ import annotations
 
-import tempfile
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import onnx
 import torch
-import torch.nn as nn
 
+from esr.backends.sessions import ort_session
 from esr.complexity import count_macs, count_params
+from esr.descriptor import ModelDescriptor
+from esr.export.graph import build_deploy_graph
 from esr.export.images import fit, image_files, read_rgb
-from esr.export.onnx_export import INPUT_NAME, export_onnx, finalize_onnx, op_counts, save_atomic
+from esr.export.onnx_export import INPUT_NAME, op_counts
 from esr.export.trt_support import SupportReport, check_trt_support
-from esr.plugins import PassReport, apply_measured
+from esr.loading import LoadedModel, open_model
+from esr.plugins import PassReport
 
 PARITY_TOL = 1e-4
 """Max abs difference (outputs in [0, 1]) allowed between onnxruntime and PyTorch in fp32."""
@@ -23,26 +25,12 @@ PASS_SAMPLE_HW = 64
 """Side of the real-image crop on which each pass's output change is measured."""
 
 
-def ort_session(model: str | Path | bytes, threads: int = 2, optimize: bool = True):
-    """An onnxruntime CPU session: ``threads`` intra-op threads, ORT_ENABLE_ALL graph optimization,
-    no busy-wait spinning between ops (on a shared CPU spinning threads steal the cores other work needs)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
-                                        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-    source = str(model) if isinstance(model, Path) else model
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-
-
 @dataclass
 class ExportReport:
     """Everything ``esr export`` prints: passes, node counts, cost, parity, TensorRT verdict."""
 
     onnx_path: Path
+    descriptor: ModelDescriptor
     dynamic: bool
     shape: tuple[int, int, int, int]
     passes: list[PassReport]
@@ -65,14 +53,6 @@ class ExportReport:
         return bool(self.parity) and self.parity_max <= PARITY_TOL
 
 
-def slim_export(model: nn.Module, height: int, width: int, dynamic: bool, opset: int) -> onnx.ModelProto:
-    """Traced, checked, shape-inferred and slimmed ONNX graph of ``model``."""
-    with tempfile.TemporaryDirectory(prefix="esr-export-") as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        path = export_onnx(model, Path(tmp) / "raw.onnx", height, width, dynamic=dynamic, opset=opset)
-        return finalize_onnx(onnx.load(str(path)))
-
-
 def parity_images(folder: Path | None, count: int = 5) -> tuple[list[np.ndarray], str]:
     """Up to ``count`` real images (1, 3, H, W) from ``folder``, or seeded noise when there is none."""
     if folder is not None and folder.is_dir():
@@ -83,10 +63,10 @@ def parity_images(folder: Path | None, count: int = 5) -> tuple[list[np.ndarray]
     return [rng.random((1, 3, 48, 40), dtype=np.float32)], "seeded noise (no image folder found)"
 
 
-def measure_parity(model: nn.Module, graph: onnx.ModelProto, images: list[np.ndarray],
+def measure_parity(model: torch.nn.Module, graph: onnx.ModelProto, images: list[np.ndarray],
                    shape: tuple[int, int, int, int] | None) -> dict[str, float]:
     """Max abs difference onnxruntime vs ``model`` per image (cropped/padded to ``shape`` when static)."""
-    session = ort_session(graph.SerializeToString())
+    session = ort_session(graph)
     result = {}
     for index, image in enumerate(images):
         x = fit(image, shape[2], shape[3]) if shape is not None else image
@@ -99,36 +79,40 @@ def measure_parity(model: nn.Module, graph: onnx.ModelProto, images: list[np.nda
     return result
 
 
-def run_export(model: nn.Module, onnx_path: str | Path, passes: list[str], shape: tuple[int, int, int, int],
-               dynamic: bool, opset: int = 17, parity_dir: Path | None = None) -> ExportReport:
-    """Apply ``passes`` to ``model``, export it to ``onnx_path`` (atomically) and check the result.
+def run_export(model: LoadedModel | torch.nn.Module, onnx_path: str | Path, passes: list[str] | str,
+               shape: tuple[int, int, int, int], dynamic: bool, opset: int = 17, parity_dir: Path | None = None,
+               sources: Iterable[str | Path] = (), overwrite: bool = True) -> ExportReport:
+    """Build the deploy graph of ``model`` with ``passes``, write it to ``onnx_path`` (atomically), check it.
 
     Args:
-        model: eval-mode esr model (unchanged; parity is against it, not the rewritten copy).
+        model: eval-mode torch model with a descriptor (unchanged; parity is against it, not the rewritten copy).
         shape: (N, 3, H, W): the static shape, or the trace/opt shape when ``dynamic``.
         parity_dir: folder of real images for the ORT parity check and pass-error sample.
+        sources, overwrite: the output policy of :func:`esr.fileio.write_output` for ``onnx_path``.
     """
+    loaded = open_model(model, allow_untrained=True)
     images, source = parity_images(parity_dir)
     sample = torch.from_numpy(fit(images[0], PASS_SAMPLE_HW, PASS_SAMPLE_HW))
-    deployed, reports = apply_measured(model, passes, sample)
+    after = build_deploy_graph(loaded, passes, shape, dynamic, opset, sample=sample)
+    before = build_deploy_graph(loaded, "none", shape, dynamic, opset) if after.recipe else after
+    after.save(onnx_path, sources, overwrite)
     _, _, height, width = shape
-    before = slim_export(model, height, width, dynamic, opset) if passes else None
-    after = slim_export(deployed, height, width, dynamic, opset)
-    save_atomic(after, onnx_path)
     return ExportReport(
-        onnx_path=Path(onnx_path), dynamic=dynamic, shape=shape, passes=reports,
-        ops_before=op_counts(before if before is not None else after), ops_after=op_counts(after),
-        params_before=count_params(model), params_after=count_params(deployed),
-        gmacs_before=count_macs(model, height, width) / 1e9, gmacs_after=count_macs(deployed, height, width) / 1e9,
-        parity=measure_parity(model, after, images, None if dynamic else shape), parity_source=source,
-        support=check_trt_support(after),
+        onnx_path=Path(onnx_path), descriptor=after.descriptor, dynamic=dynamic, shape=shape, passes=after.passes,
+        ops_before=op_counts(before.model), ops_after=op_counts(after.model),
+        params_before=count_params(loaded.module), params_after=count_params(after.deployed),
+        gmacs_before=count_macs(loaded.module, height, width) / 1e9,
+        gmacs_after=count_macs(after.deployed, height, width) / 1e9,
+        parity=measure_parity(loaded.module, after.model, images, None if dynamic else shape), parity_source=source,
+        support=check_trt_support(after.model),
     )
 
 
 def report_lines(report: ExportReport) -> list[str]:
     """The human-readable export report."""
     kind = "dynamic N/H/W" if report.dynamic else "static " + "x".join(map(str, report.shape))
-    lines = [f"ONNX: {report.onnx_path} ({kind})", "passes:"]
+    lines = [f"ONNX: {report.onnx_path} ({kind}; metadata: x{report.descriptor.scale}, "
+             f"{report.descriptor.provenance})", "passes:"]
     for step in report.passes:
         if step.max_abs_error is None:
             change = "output change unmeasured"

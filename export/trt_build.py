@@ -16,7 +16,7 @@ import onnx
 
 from esr.errors import EsrError
 from esr.fileio import write_bytes_atomically
-from esr.loading import sha256_of
+from esr.loading import engine_sidecar, graph_precision, sha256_of
 
 EXIT_NO_TENSORRT = 3
 """Exit code of ``esr export --trt`` when TensorRT is not importable (the ONNX file is still written)."""
@@ -72,8 +72,7 @@ def trtexec_command(spec: EngineSpec) -> str:
 
 def has_qdq(onnx_path: Path) -> bool:
     """Whether the graph carries its own INT8 scales (QuantizeLinear nodes)."""
-    graph = onnx.load(str(onnx_path), load_external_data=False)
-    return any(node.op_type == "QuantizeLinear" for node in graph.graph.node)
+    return graph_precision(onnx.load(str(onnx_path), load_external_data=False)) == "int8"
 
 
 def calibration_batches(spec: EngineSpec) -> list[np.ndarray]:
@@ -177,10 +176,5 @@ def build_engine(spec: EngineSpec, metadata: dict[str, Any] | None = None) -> di
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         **(metadata or {}),
     }
-    write_bytes_atomically(sidecar_path(spec.engine_path), (json.dumps(sidecar, indent=2) + "\n").encode())
+    write_bytes_atomically(engine_sidecar(spec.engine_path), (json.dumps(sidecar, indent=2) + "\n").encode())
     return sidecar
-
-
-def sidecar_path(engine_path: Path) -> Path:
-    """``model.engine`` -> ``model.engine.json``."""
-    return engine_path.with_name(engine_path.name + ".json")

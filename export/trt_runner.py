@@ -23,7 +23,7 @@ class TRTRunner:
 
     Attributes:
         input_name, output_name: the binding names.
-        profile_max_hw: (H, W) of profile 0's largest input shape.
+        profile_min_hw, profile_max_hw: (H, W) of profile 0's smallest and largest input shapes.
 
     ``runner(x)``: x (N, 3, H, W) CUDA tensor (cast to the engine's input dtype) ->
     (N, 3, H*s, W*s) CUDA tensor in the engine's output dtype, ordered after the caller's
@@ -48,7 +48,8 @@ class TRTRunner:
         self.input_name, self.output_name = inputs[0], outputs[0]
         self.input_dtype = TRT_TO_TORCH[self.engine.get_tensor_dtype(self.input_name).name]
         self.output_dtype = TRT_TO_TORCH[self.engine.get_tensor_dtype(self.output_name).name]
-        _, _, max_shape = self.engine.get_tensor_profile_shape(self.input_name, 0)
+        min_shape, _, max_shape = self.engine.get_tensor_profile_shape(self.input_name, 0)
+        self.profile_min_hw = (int(min_shape[2]), int(min_shape[3]))
         self.profile_max_hw = (int(max_shape[2]), int(max_shape[3]))
         self.stream = torch.cuda.Stream(device=self.device)
         self.pinned_in: torch.Tensor | None = None

@@ -1,11 +1,15 @@
-"""Deploy passes for DITN / DITN-Real: norm forms, q/k/v and attention fusion, affine folding."""
+"""Deploy passes for DITN / DITN-Real (norm forms, q/k/v and attention fusion, affine folding) and its recipe.
+
+The LayerNorm -> Tanh conversion (:func:`layernorm_to_tanh`) is the one esr has: the lossy
+``layernorm_tanh`` pass and the training warm start (:mod:`esr.train.transforms`) both call it.
+"""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
 from esr.archs.ditn_arch import FeedForward, ISA, ITL, SAL, SDA, ChannelLayerNorm, TanhAffine
-from esr.plugins.core import deploy_pass
+from esr.plugins.core import deploy_pass, register_recipe
 from esr.plugins.linalg import compose_after, matrix_of, pointwise_conv
 from esr.plugins.modules import DeployISA, DeploySDA, SafeChannelLayerNorm
 
@@ -36,24 +40,72 @@ def layernorm_exact(model: nn.Module) -> int:
     return sites
 
 
-@deploy_pass("layernorm_tanh", "lossy")
-def layernorm_tanh(model: nn.Module) -> int:
-    """Channel LayerNorm -> Tanh + 1x1 affine (DITN-Real form; needs fine-tuning).
+MAX_FIT_PIXELS = 32768
+RIDGE = 1e-4
 
-    The affine starts as the LayerNorm's own: ``W = diag(weight)``, ``B = bias``, so
-    small activations (tanh(x) ~ x) pass through nearly unchanged.
+
+def fit_tanh_affine(inputs: torch.Tensor, targets: torch.Tensor) -> TanhAffine:
+    """The :class:`TanhAffine` minimising ``|W tanh(x) + B - y|^2`` (small ridge) over pixels.
+
+    Args:
+        inputs, targets: (N, C, H, W) activations before / after the layer to imitate.
+    """
+    channels = inputs.shape[1]
+    x = inputs.permute(0, 2, 3, 1).reshape(-1, channels).double()
+    y = targets.permute(0, 2, 3, 1).reshape(-1, channels).double()
+    if x.shape[0] > MAX_FIT_PIXELS:
+        keep = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[:MAX_FIT_PIXELS]
+        x, y = x[keep], y[keep]
+    design = torch.cat([torch.tanh(x), torch.ones_like(x[:, :1])], dim=1)
+    gram = design.T @ design
+    gram += RIDGE * gram.diagonal().mean() * torch.eye(channels + 1, dtype=gram.dtype)
+    solution = torch.linalg.solve(gram, design.T @ y)  # (C + 1, C)
+    layer = TanhAffine(channels).to(inputs.device)
+    with torch.no_grad():
+        layer.weight.copy_(solution[:channels].T.reshape(channels, channels, 1, 1).float())
+        layer.bias.copy_(solution[channels].float())
+    return layer
+
+
+@torch.no_grad()
+def capture_io(model: nn.Module, layer: nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input, output) of ``layer`` while ``model`` runs on ``batch``."""
+    seen: dict[str, torch.Tensor] = {}
+
+    def hook(_module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        seen["in"], seen["out"] = args[0].detach(), output.detach()
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        model(batch)
+    finally:
+        handle.remove()
+    return seen["in"], seen["out"]
+
+
+def layernorm_to_tanh(model: nn.Module, calibration: torch.Tensor) -> int:
+    """Replace every LayerNorm norm slot by the :class:`TanhAffine` that best imitates it (in place).
+
+    ``W``, ``B`` of each ``W @ tanh(x) + B`` are the least-squares fit of the LayerNorm's output
+    from ``tanh`` of its input, measured on ``calibration`` (N, 3, h, w) in [0, 1]. Slots are
+    converted one at a time in forward order, each fitted on the activations of the partly
+    converted model, so later fits absorb earlier errors. Not exact: the model needs fine-tuning.
+    Returns the number of slots converted.
     """
     sites = 0
     for layer, slot in norm_layers(model):
         norm = getattr(layer, slot)
-        if isinstance(norm, (ChannelLayerNorm, SafeChannelLayerNorm)) and norm.weight is not None:
-            tanh = TanhAffine(norm.weight.numel()).to(norm.weight.device, norm.weight.dtype)
-            with torch.no_grad():
-                tanh.weight.copy_(torch.diag(norm.weight)[:, :, None, None])
-                tanh.bias.copy_(norm.bias)
-            setattr(layer, slot, tanh)
+        if isinstance(norm, (ChannelLayerNorm, SafeChannelLayerNorm)):
+            inputs, outputs = capture_io(model, norm, calibration)
+            setattr(layer, slot, fit_tanh_affine(inputs, outputs))
             sites += 1
     return sites
+
+
+@deploy_pass("layernorm_tanh", "lossy", calibrated=True)
+def layernorm_tanh(model: nn.Module, calibration: torch.Tensor) -> int:
+    """Channel LayerNorm -> Tanh + 1x1 affine fitted on calibration inputs (DITN-Real form; needs fine-tuning)."""
+    return layernorm_to_tanh(model, calibration)
 
 
 def isa_sites(model: nn.Module) -> list[tuple[nn.Module, ISA | DeployISA]]:
@@ -143,3 +195,6 @@ def affine_fold(model: nn.Module) -> int:
         setattr(layer, slot, remainder.to(weight.new_empty(0).device))
         sites += 1
     return sites
+
+
+register_recipe("DITN", ["layernorm_exact", "qkv_fuse", "attention_fuse", "affine_fold"])

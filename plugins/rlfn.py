@@ -1,11 +1,11 @@
-"""Deploy passes for RLFN: fold the [0, 255] input/output scaling into the first and last conv."""
+"""Deploy passes for RLFN (fold the [0, 255] input/output scaling into the first and last conv) and its recipe."""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
 from esr.archs.rlfn_arch import RLFN
-from esr.plugins.core import deploy_pass
+from esr.plugins.core import deploy_pass, register_recipe
 
 
 @deploy_pass("conv_fold", "exact")
@@ -28,3 +28,6 @@ def conv_fold(model: nn.Module) -> int:
         net.img_range = 1.0
         sites += 1
     return sites
+
+
+register_recipe("RLFN", ["conv_fold"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from esr.archs.span_arch import SPAN, Conv3XC
-from esr.plugins.core import deploy_pass
+from esr.plugins.core import deploy_pass, register_recipe
 
 
 @deploy_pass("conv3xc_fold", "exact")
@@ -22,5 +22,9 @@ def conv3xc_fold(model: nn.Module) -> int:
         for block in blocks:
             block.drop_branches()
         net.hyperparams["branches"] = False  # an esr checkpoint of the result reloads in this form
+        net.descriptor = net.descriptor.replace(hyperparams={**net.descriptor.hyperparams, "branches": False})
         sites += len(blocks)
     return sites
+
+
+register_recipe("SPAN", ["conv3xc_fold"])

@@ -1,18 +1,24 @@
 """CPU speed of the exported models vs PyTorch, measured in one run (interleaved rounds).
 
-DITN-Real x4 (random weights, spandrel's state-dict layout):
+DITN-Real x4 (random weights, spandrel's state-dict layout, saved as a .pth like the official release):
   reference  spandrel ``DITN_Real`` in PyTorch eager (NCHW)
   also       esr DITN eager, onnxruntime on a plain export (recipe none), onnxruntime on
-             the default deploy recipe (the target: >= 2x faster than the reference)
+             the default deploy recipe (what ``esr export`` writes; the target: >= 2x faster than
+             the reference), and ``esr_bench_onnxruntime``: the backend object that
+             ``esr bench --backend onnxruntime --model ditn_real_x4.pth`` (and ``esr upscale``) runs
 RLFN x4 (official weights when ../shared has them, else random):
   reference  esr RLFN in PyTorch eager, channels_last
-  also       PyTorch eager NCHW, onnxruntime plain, onnxruntime default recipe (target: no slower)
+  also       PyTorch eager NCHW, onnxruntime plain, onnxruntime default recipe (target: no slower),
+             and ``esr_bench_onnxruntime`` on the same checkpoint
 
-Every backend gets ``--threads`` intra-op threads (torch.set_num_threads / ORT
-intra_op_num_threads, ORT_ENABLE_ALL, no thread spinning), ``--warmup`` untimed runs,
-then ``--repeats`` rounds in which each backend runs once (so load changes hit all of
-them alike). Reports median and p90 (ms), the ratio reference/backend, the machine,
-versions and the load average; writes ``results/bench_export.json``.
+``bench_vs_export`` per group: the paired per-round time ratio esr_bench_onnxruntime /
+ort_default_recipe (target: within 10%: the command times the graph that is shipped).
+
+Graphs come from esr's one deploy-graph builder and sessions from its one session factory
+(``--threads`` intra-op threads, ORT_ENABLE_ALL, no thread spinning; torch.set_num_threads for
+torch); ``--warmup`` untimed runs, then ``--repeats`` rounds in which each backend runs once (so
+load changes hit all of them alike). Reports median and p90 (ms), the ratio reference/backend,
+the machine, versions and the load average; writes ``results/bench_export.json``.
 
     python scripts/bench_export.py [--repeats 12] [--size 256] [--threads 2] [--groups ditn_real,rlfn_x4]
 """
@@ -36,7 +42,10 @@ import torch
 
 from esr import plugins
 from esr.archs.presets import build_model
-from esr.export.pipeline import ort_session, slim_export
+from esr.backends import create_backend
+from esr.backends.sessions import ort_session
+from esr.export.graph import build_deploy_graph
+from esr.fileio import replace_atomically, write_bytes_atomically
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -59,13 +68,23 @@ def randomised(model: torch.nn.Module, seed: int) -> torch.nn.Module:
 
 
 def onnx_runner(model: torch.nn.Module, recipe: list[str], size: int, threads: int, folder: Path) -> Callable:
-    """A callable running ``model`` rewritten by ``recipe`` as a static size x size ONNX graph in onnxruntime."""
-    deployed = plugins.apply(model, recipe) if recipe else model
-    graph = slim_export(deployed, size, size, dynamic=False, opset=17)
-    path = folder / f"{type(model).__name__}-{'-'.join(recipe) or 'plain'}.onnx"
-    path.write_bytes(graph.SerializeToString())
+    """A callable running ``model`` rewritten by ``recipe`` as a static size x size ONNX graph in onnxruntime
+    (the graph ``esr export --recipe ...`` writes at its default static shape)."""
+    graph = build_deploy_graph(model, recipe, (1, 3, size, size), dynamic=False)
+    path = graph.save(folder / f"{type(model).__name__}-{'-'.join(recipe) or 'plain'}.onnx")
     session = ort_session(path, threads=threads)
     return lambda x: session.run(None, {"input": x})[0]
+
+
+def save_state_dict(model: torch.nn.Module, path: Path) -> Path:
+    """A plain state dict file, as official releases ship them."""
+    return replace_atomically(path, lambda tmp: torch.save(model.state_dict(), tmp))
+
+
+def bench_runner(checkpoint: str | Path, threads: int) -> Callable:
+    """The backend ``esr bench --backend onnxruntime --model CHECKPOINT --threads N`` times (its cached graph)."""
+    backend = create_backend("onnxruntime", checkpoint, threads=threads)
+    return lambda x: backend(torch.from_numpy(x))
 
 
 def torch_runner(model: torch.nn.Module, channels_last: bool = False) -> Callable:
@@ -110,6 +129,13 @@ def summarise(times: dict[str, list[float]], reference: str) -> dict[str, dict]:
     return summary
 
 
+def bench_vs_export(times: dict[str, list[float]], group: str) -> dict:
+    """Median over rounds of (esr bench backend ms / exported-graph session ms), and whether it is within 10%."""
+    bench, export = times[f"{group}/esr_bench_onnxruntime"], times[f"{group}/ort_default_recipe"]
+    ratio = statistics.median(b / e for b, e in zip(bench, export))
+    return {"paired_time_ratio_median": round(ratio, 3), "within_10_percent": abs(ratio - 1) <= 0.10}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=12)
@@ -133,14 +159,18 @@ def main() -> None:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
         folder = Path(tmp)
+        os.environ["ESR_CACHE_DIR"] = str(folder / "cache")  # the backend's graph cache, fresh for this run
         reference_ditn = randomised(SpandrelDITN(upscale=4), seed=0)
-        ditn = build_model("ditn_real", 4)
-        ditn.load_state_dict(reference_ditn.state_dict())
-        ditn = ditn.eval()
+        ditn_pth = folder / "ditn_real_x4.pth"
+        save_state_dict(reference_ditn, ditn_pth)  # the official DITN-Real release's layout
+        ditn = load_model(ditn_pth)
         try:
             rlfn, rlfn_weights = load_model("rlfn_x4"), "official rlfn_x4"
+            rlfn_spec: str | Path = "rlfn_x4"
         except Exception as err:  # no weights offline: timing does not depend on the values
             rlfn, rlfn_weights = randomised(build_model("rlfn", 4), seed=1), f"random ({err})"
+            rlfn_spec = folder / "rlfn_x4_random.pth"
+            save_state_dict(rlfn, rlfn_spec)
         backends: dict[str, Callable] = {}
         if "ditn_real" in groups:
             backends.update({
@@ -149,6 +179,7 @@ def main() -> None:
                 "ditn_real/ort_plain": onnx_runner(ditn, [], args.size, args.threads, folder),
                 "ditn_real/ort_default_recipe": onnx_runner(ditn, plugins.default_recipe(ditn), args.size,
                                                             args.threads, folder),
+                "ditn_real/esr_bench_onnxruntime": bench_runner(ditn_pth, args.threads),
             })
         if "rlfn_x4" in groups:
             backends.update({
@@ -157,6 +188,7 @@ def main() -> None:
                 "rlfn_x4/ort_plain": onnx_runner(rlfn, [], args.size, args.threads, folder),
                 "rlfn_x4/ort_default_recipe": onnx_runner(rlfn, plugins.default_recipe(rlfn), args.size,
                                                           args.threads, folder),
+                "rlfn_x4/esr_bench_onnxruntime": bench_runner(rlfn_spec, args.threads),
             })
         times = time_rounds(backends, x, args.warmup, args.repeats)
     references = {"ditn_real": "ditn_real/spandrel_eager", "rlfn_x4": "rlfn_x4/torch_channels_last"}
@@ -166,20 +198,23 @@ def main() -> None:
         "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__, "numpy": np.__version__},
         "input": [1, 3, args.size, args.size], "scale": 4, "dtype": "float32", "threads": args.threads,
         "warmup": args.warmup, "repeats": args.repeats, "rlfn_weights": rlfn_weights,
-        "ort_options": "CPUExecutionProvider, ORT_ENABLE_ALL, intra_op_num_threads=threads, no spinning",
+        "ort_options": "esr.backends.sessions.ort_session: CPUExecutionProvider, ORT_ENABLE_ALL, "
+                       "intra_op_num_threads=threads, no spinning",
         "recipes": {"ditn_real": plugins.default_recipe(ditn), "rlfn_x4": plugins.default_recipe(rlfn)},
     }
     for group in groups:
         group_times = {k: v for k, v in times.items() if k.startswith(f"{group}/")}
-        result[group] = {"reference": references[group], "backends": summarise(group_times, references[group])}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'backend':<32}{'median ms':>10}{'p90 ms':>10}{'x ref':>8}{'paired x':>10}{'wins':>6}")
+        result[group] = {"reference": references[group], "backends": summarise(group_times, references[group]),
+                         "bench_vs_export": bench_vs_export(group_times, group)}
+    out = write_bytes_atomically(args.out, (json.dumps(result, indent=2) + "\n").encode())
+    print(f"{'backend':<36}{'median ms':>10}{'p90 ms':>10}{'x ref':>8}{'paired x':>10}{'wins':>6}")
     for group in groups:
         for name, row in result[group]["backends"].items():
-            print(f"{name:<32}{row['median_ms']:>10}{row['p90_ms']:>10}{row['speedup_vs_reference']:>8}"
+            print(f"{name:<36}{row['median_ms']:>10}{row['p90_ms']:>10}{row['speedup_vs_reference']:>8}"
                   f"{row['paired_speedup_median']:>10}{row['rounds_faster_than_reference']:>4}/{args.repeats}")
+        ratio = result[group]["bench_vs_export"]
+        print(f"{group}: esr bench (onnxruntime, from the checkpoint) / exported graph, paired median "
+              f"{ratio['paired_time_ratio_median']:.3f} ({'within' if ratio['within_10_percent'] else 'outside'} 10%)")
     print(f"load average before {load_before}, after {result['machine']['loadavg_after']}; wrote {out}")
 
 

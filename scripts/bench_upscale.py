@@ -169,6 +169,7 @@ def main() -> None:
         print(json.dumps(result))
         return
 
+    from esr.fileio import write_bytes_atomically
     from esr.paths import shared_dir
 
     folder = args.data or shared_dir() / "datasets" / "Set14" / "LR_bicubic" / "X4"
@@ -189,8 +190,7 @@ def main() -> None:
         print(f"4000x3000 x4: {report['large']['seconds']:.0f} s, peak RSS {report['large']['peak_rss_mb']:.0f} MB, "
               f"tile {report['large']['tile']}", flush=True)
     report["load_avg_at_end"] = os.getloadavg()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
+    write_bytes_atomically(args.out, json.dumps(report, indent=2).encode())
     print(json.dumps(report, indent=2))
 
 

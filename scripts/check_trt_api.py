@@ -160,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in missing + removed:
         print(f"  {name}: {', '.join(used[name])}")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        from esr.fileio import write_bytes_atomically
+
+        write_bytes_atomically(args.json, (json.dumps(result, indent=2) + "\n").encode())
     return 1 if missing or removed else 0
 
 

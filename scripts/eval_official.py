@@ -12,11 +12,11 @@ import json
 import os
 import platform
 import sys
-from pathlib import Path
 
 import torch
 
 from esr.evaluate import evaluate
+from esr.fileio import write_bytes_atomically
 from esr.loading import load_model
 from esr.paths import shared_dir
 
@@ -40,18 +40,16 @@ def main() -> int:
     rows, ok = [], True
     for (name, dataset), (ref_psnr, ref_ssim) in REFERENCE.items():
         model = load_model(name)
-        result = evaluate(model, shared / "datasets" / dataset, model.upscale, progress=False)
+        result = evaluate(model, shared / "datasets" / dataset, progress=False)
         row_ok = abs(result["psnr_y"] - ref_psnr) <= PSNR_TOL and abs(result["ssim_y"] - ref_ssim) <= SSIM_TOL
         ok &= row_ok
         rows.append(dict(model=name, dataset=dataset, psnr_y=result["psnr_y"], ssim_y=result["ssim_y"],
                          ref_psnr_y=ref_psnr, ref_ssim_y=ref_ssim, within_tolerance=row_ok))
         print(f"{name:<15}{dataset:<7}{result['psnr_y']:8.3f} ({ref_psnr:.2f}){result['ssim_y']:8.4f} ({ref_ssim:.4f})"
               f"  {'ok' if row_ok else 'OFF'}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(dict(
+    out = write_bytes_atomically(args.out, json.dumps(dict(
         machine=platform.processor() or platform.machine(), python=platform.python_version(),
-        torch=torch.__version__, tolerance=dict(psnr=PSNR_TOL, ssim=SSIM_TOL), rows=rows), indent=2))
+        torch=torch.__version__, tolerance=dict(psnr=PSNR_TOL, ssim=SSIM_TOL), rows=rows), indent=2).encode())
     print(f"saved {out}")
     return 0 if ok else 1
 

@@ -20,7 +20,6 @@ import os
 import platform
 import subprocess
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -68,24 +67,15 @@ def load_avg() -> str:
 
 
 def export_fp32(key: str, zoo_name: str | None, folder: Path) -> Path:
-    from esr import plugins
-    from esr.archs.presets import build_model
-    from esr.export.onnx_export import export_onnx
-    from esr.loading import load_model
+    """The default-recipe dynamic deploy graph (what the backends' cache holds) of a zoo model, a
+    checkpoint, or (``None``) the DITN-Real x4 preset with random weights (seed 0)."""
+    from esr.export.graph import build_deploy_graph
+    from esr.loading import open_model
 
     path = folder / f"{key}_fp32.onnx"
     if path.is_file():
         return path
-    if zoo_name is None:
-        torch.manual_seed(0)
-        module = build_model("ditn_real", 4).eval()
-    else:
-        module = load_model(zoo_name)
-    module = plugins.apply(module, plugins.default_recipe(module))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        export_onnx(module, path, 64, 64, dynamic=True)
-    return path
+    return build_deploy_graph(open_model(zoo_name or "ditn_real", allow_untrained=True)).save(path)
 
 
 def quantize(fp32: Path, label: str, kwargs: dict, folder: Path) -> tuple[Path, dict]:
@@ -113,7 +103,7 @@ def score(path: Path, reference: Path | None) -> dict:
     for name in ("Set5", "Set14"):
         data = shared_dir() / "datasets" / name
         if reference is None:
-            result[name] = evaluate(backend, data, 4, progress=False)["psnr_y"]
+            result[name] = evaluate(backend, data, progress=False)["psnr_y"]
             continue
         ref_backend = create_backend("onnxruntime", str(reference))
         inputs = []
@@ -125,17 +115,10 @@ def score(path: Path, reference: Path | None) -> dict:
 
 
 def sessions(paths: list[Path], profile: bool = False) -> list:
-    out = []
-    for path in paths:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 2
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        if profile:
-            options.enable_profiling = True
-            options.profile_file_prefix = str(path.with_suffix(""))
-        out.append(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
-    return out
+    """One session per graph from esr's session factory (2 threads), profiling into the graphs' folder."""
+    from esr.backends.sessions import ort_session
+
+    return [ort_session(path, threads=2, profile_dir=path.parent if profile else None) for path in paths]
 
 
 def latency(paths: list[Path], repeats: int) -> list[dict]:

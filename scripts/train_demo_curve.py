@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from esr.fileio import write_bytes_atomically
 from esr.train.options import load_document, stage_options
 from esr.train.runner import collect_curve
 
@@ -42,7 +43,7 @@ def main(run_dir: str = "experiments/demo_rlfn_s_x4") -> int:
     }
     out = Path("results") / f"train_curve_{run.name}.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    write_bytes_atomically(out, json.dumps(result, indent=1).encode())
     print(f"saved {out}")
     return 0
 

@@ -26,13 +26,13 @@ from pathlib import Path
 import torch
 
 from esr.analyze.calibrate import measure_graph, spearman
-from esr.analyze.deploy import DeployGraph
 from esr.analyze.graph import analyze_graph
 from esr.analyze.hardware import HardwareProfile, get_profile
 from esr.analyze.roofline import predict
 from esr.archs.presets import build_model
 from esr.bench import machine_info
 from esr.cli import main as esr_main
+from esr.fileio import replace_atomically, write_bytes_atomically
 from esr.loading import save_checkpoint
 from esr.paths import shared_dir
 
@@ -83,7 +83,7 @@ def plot(path: Path, rows: list[dict], layers: dict) -> None:
     right.set_title(f"RLFN x4 256x256 per layer: Spearman {layers['spearman']:.3f}", fontsize=10)
     right.grid(True, which="both", alpha=0.25)
     fig.tight_layout()
-    fig.savefig(path)
+    replace_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
 
 
@@ -115,7 +115,7 @@ def main() -> int:
             analysed = esr_json(["analyze", "--model", str(checkpoint), "--hw", "local", "--shape", shape,
                                  "--save-graph", str(graph_path), "--json"])[0]
             bench = esr_json(["bench", "--model", str(graph_path), "--shape", shape, "--runs", str(args.runs),
-                              "--warmup", str(args.warmup), "--json"])[0]
+                              "--warmup", str(args.warmup), "--threads", str(threads), "--json"])[0]
             import onnx
 
             graph = onnx.load(str(graph_path))
@@ -130,8 +130,8 @@ def main() -> int:
             print(f"{name:<14}{shape:<14}predicted {predicted:9.1f} ms  measured {measured:9.1f} ms "
                   f"(p90 {bench['p90_ms']:.1f})  error {row['error'] * 100:+6.1f}%  roofline {roofline_ms:8.1f} ms")
             if name == "rlfn_x4" and size == 256:
-                deploy = DeployGraph(graph, (1, 3, size, size))
-                m = measure_graph("rlfn_x4 256", deploy.model, graph_layers, deploy.shape, args.runs, args.warmup)
+                m = measure_graph("rlfn_x4 256", graph, graph_layers, (1, 3, size, size), args.runs, args.warmup,
+                                  threads)
                 preds = predict(graph_layers, hw)
                 pairs = [(p.time_s * 1e3, s * 1e3) for p, s in zip(preds, m.layer_s) if s > 0]
                 layers = {"predicted_ms": [p for p, _ in pairs], "measured_ms": [s for _, s in pairs],
@@ -145,13 +145,14 @@ def main() -> int:
     print(load_after)
     worst = max(abs(r["error"]) for r in rows)
     result = {"machine": machine_info(), "load_before": load_before, "load_after": load_after,
-              "protocol": f"onnxruntime CPU, default session options, warmup {args.warmup}, median of {args.runs}",
+              "protocol": f"onnxruntime CPU, esr.backends.sessions.ort_session with {threads} threads, "
+                          f"warmup {args.warmup}, median of {args.runs}",
               "calibration": hw.calibration, "efficiency": hw.efficiency, "kernel_overhead_s": hw.kernel_overhead_s,
               "byte_overhead": hw.byte_overhead, "peaks": {"fp32_flops": hw.peak_flops["fp32"],
                                                           "bandwidth": hw.memory_bandwidth, **hw.measured},
               "rows": rows, "worst_abs_error": worst, "within_tolerance": worst <= TOLERANCE,
               "per_layer_rlfn_x4_256": layers}
-    (args.out / "validate_analyze.json").write_text(json.dumps(result, indent=1))
+    write_bytes_atomically(args.out / "validate_analyze.json", json.dumps(result, indent=1).encode())
     plot(args.out / "validate_analyze.png", rows, layers)
     print(f"worst |error| {worst * 100:.1f}% (tolerance {TOLERANCE * 100:.0f}%); Spearman {layers['spearman']:.3f}; "
           f"wrote {args.out}/validate_analyze.json and .png")

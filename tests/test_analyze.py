@@ -10,7 +10,6 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from esr.analyze.calibrate import Measurement, fit_profile, match_kernels, spearman
-from esr.analyze.deploy import deploy_graph
 from esr.analyze.graph import Layer, analyze_graph
 from esr.analyze.hardware import HardwareProfile, datasheet_profiles, get_profile
 from esr.analyze.roofline import predict, roofline_time, totals
@@ -19,6 +18,7 @@ from esr.bench import Timing
 from esr.cli import main
 from esr.complexity import count_macs
 from esr.errors import EsrError
+from esr.export.graph import build_deploy_graph
 
 
 def conv_graph(cin: int = 4, cout: int = 8, size: int = 10, k: int = 3, activation: str | None = "Relu",
@@ -68,7 +68,7 @@ def test_unknown_precision_is_rejected():
 def test_graph_flops_match_torch_flop_counter(preset):
     """Conv/MatMul/Gemm FLOPs of the exported graph == 2 x FlopCounterMode MACs of the torch model."""
     model = build_model(preset, 2).eval()
-    layers = analyze_graph(deploy_graph(model, (1, 3, 16, 16), recipe="none").model)
+    layers = analyze_graph(build_deploy_graph(model, "none", (1, 3, 16, 16), dynamic=False).model)
     dense = sum(layer.flops - _elementwise_flops(layer) for layer in layers
                 if layer.key.startswith(("Conv", "DWConv")) or layer.key in ("MatMul", "Gemm"))
     assert dense == pytest.approx(2 * count_macs(model, 16, 16), rel=1e-6)

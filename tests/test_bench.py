@@ -62,10 +62,11 @@ def test_bench_all_backends_on_cpu_times_torch_and_onnxruntime(capsys):
 
 
 def test_bench_onnx_file_uses_onnxruntime_and_prints_a_table(tmp_path, capsys):
-    from esr.analyze.deploy import deploy_graph
     from esr.archs.presets import build_model
+    from esr.export.graph import build_deploy_graph
 
-    path = deploy_graph(build_model("rlfn_s", 2).eval(), (1, 3, 12, 12), recipe="none").save(tmp_path / "m.onnx")
+    graph = build_deploy_graph(build_model("rlfn_s", 2).eval(), "none", (1, 3, 12, 12), dynamic=False)
+    path = graph.save(tmp_path / "m.onnx")
     assert main(["bench", "--model", str(path), "--shape", "1x3x12x12", "--runs", "2", "--warmup", "0"]) == 0
     out = capsys.readouterr().out
     assert "onnxruntime" in out and "1x3x12x12" in out and "median ms" in out

@@ -49,7 +49,7 @@ def test_onnx_parity_on_real_images(shared, set5_lr, tmp_path, arch: str, dynami
 
 
 def test_dynamic_graph_runs_odd_and_batched_shapes(tmp_path) -> None:
-    from esr.export.pipeline import ort_session
+    from esr.backends.sessions import ort_session
 
     model = image_range_model("ditn_real")
     run_export(model, tmp_path / "d.onnx", plugins.default_recipe(model), (1, 3, 64, 64), True)
@@ -155,15 +155,16 @@ def test_tensorrt_engine_build_and_run(tmp_path) -> None:
     import json
 
     from esr.archs.presets import build_model
-    from esr.export.trt_build import build_engine, sidecar_path
+    from esr.export.trt_build import build_engine
     from esr.export.trt_runner import TRTRunner
+    from esr.loading import engine_sidecar
 
     model = build_model("rlfn", 2, feature_channels=8, mid_channels=8, num_blocks=1).eval()
     run_export(model, tmp_path / "t.onnx", ["conv_fold"], (1, 3, 32, 32), True)
     spec = EngineSpec(tmp_path / "t.onnx", tmp_path / "t.engine", (1, 3, 16, 16), (1, 3, 32, 32), (2, 3, 64, 64),
                       timing_cache=tmp_path / "t.cache")
     sidecar = build_engine(spec, {"source_model": "tiny"})
-    assert json.loads(sidecar_path(spec.engine_path).read_text()) == sidecar
+    assert json.loads(engine_sidecar(spec.engine_path).read_text()) == sidecar
     assert spec.timing_cache.is_file()
     runner = TRTRunner(spec.engine_path)
     assert runner.profile_max_hw == (64, 64)

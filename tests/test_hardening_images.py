@@ -14,6 +14,7 @@ from PIL import Image as PILImage
 from PIL import ImageCms
 
 from esr.cli import main
+from esr.descriptor import ModelDescriptor
 from esr.errors import EsrError
 from esr.image_io import DEFAULT_MAX_PIXELS, Image, read_image, write_image
 from esr.upscaler import Upscaler, check_output_memory
@@ -25,7 +26,8 @@ SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 class OvershootBackend:
     """x2 nearest upsampling that overshoots: 1.2 * x - 0.1 (flat 1.0 becomes 1.1, flat 0.0 becomes -0.1)."""
 
-    name, scale, device, fp16, max_hw = "overshoot", 2, "cpu", False, None
+    name, device, precision, max_hw = "overshoot", "cpu", "fp32", None
+    descriptor = ModelDescriptor(name="overshoot", arch="overshoot", scale=2)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return (1.2 * x - 0.1).repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)

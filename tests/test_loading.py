@@ -113,7 +113,7 @@ def test_embedded_default_loads_offline(monkeypatch, tmp_path):
     monkeypatch.setenv("ESR_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("ESR_WEIGHTS_DIR", raising=False)
     model = load_model("rlfn_s_x4")
-    assert model.upscale == 4 and not model.training
+    assert model.descriptor.scale == 4 and not model.training
 
 
 def test_zoo_scale_mismatch():
@@ -138,5 +138,5 @@ def test_download_verifies_checksum(tmp_path, monkeypatch, official_weights):
     assert not list((tmp_path / "cache").rglob("*.pth*"))
     monkeypatch.setitem(loading.ZOO, "rlfn_x2", entry)
     model = load_model("rlfn_x2")
-    assert model.upscale == 2
+    assert model.descriptor.scale == 2
     assert (tmp_path / "cache" / "weights" / "rlfn_x2.pth").is_file()

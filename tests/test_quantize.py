@@ -7,7 +7,7 @@ import pytest
 import torch
 from onnx import helper
 
-from esr.quantize.calibrate import session
+from esr.backends.sessions import ort_session as session
 from esr.quantize.graph import analyse
 from esr.quantize.grids import activation_grid, twin_grid, weight_grid
 from esr.quantize.qdq import activation_nodes
@@ -104,14 +104,13 @@ def test_group_absmax_shares_group_maxima():
 
 
 def tiny_rlfn_onnx(tmp_path) -> onnx.ModelProto:
+    """A dynamic plain (recipe none) deploy graph of a tiny random RLFN x2, with esr metadata."""
     from esr.archs.presets import build_model
-    from esr.export.onnx_export import export_onnx
+    from esr.export.graph import build_deploy_graph
 
     torch.manual_seed(0)
-    model = build_model("rlfn", 2, feature_channels=8, mid_channels=8, num_blocks=1, esa_channels=4)
-    with pytest.warns(torch.jit.TracerWarning):
-        export_onnx(model, tmp_path / "tiny.onnx", 32, 32)
-    return onnx.load(str(tmp_path / "tiny.onnx"))
+    model = build_model("rlfn", 2, feature_channels=8, mid_channels=8, num_blocks=1, esa_channels=4).eval()
+    return build_deploy_graph(model, recipe="none", shape=(1, 3, 32, 32), dynamic=True).model
 
 
 def test_reorder_channels_keeps_function(tmp_path):
@@ -154,11 +153,7 @@ def test_calibrate_two_images_qdq_runs_and_fuses(tmp_path, granularity):
     assert report["num_crops"] == 2 and all(u["int8"] for u in report["units"])
     path = tmp_path / "int8.onnx"
     onnx.save(qdq, str(path))
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    sess = session(path, optimized_path=tmp_path / "optimized.onnx")
     fused = {n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node}
     assert "QLinearConv" in fused and "Conv" not in fused
     x = np.random.default_rng(5).random((1, 3, 20, 28), np.float32)
@@ -188,14 +183,12 @@ def test_fallback_keeps_sensitive_layers(tmp_path):
 
 def test_ditn_twin_uniform_uses_where_on_softmax_and_gelu(tmp_path):
     from esr.archs.presets import build_model
-    from esr.export.onnx_export import export_onnx
+    from esr.export.graph import build_deploy_graph
     from esr.quantize.pipeline import QuantConfig, quantize_onnx
 
     torch.manual_seed(0)
-    model = build_model("ditn_real", 2, dim=12, num_itl=1, num_sal=1)
-    with pytest.warns(torch.jit.TracerWarning):
-        export_onnx(model, tmp_path / "ditn.onnx", 32, 32)
-    fp32 = onnx.load(str(tmp_path / "ditn.onnx"))
+    model = build_model("ditn_real", 2, dim=12, num_itl=1, num_sal=1).eval()
+    fp32 = build_deploy_graph(model, recipe="none", shape=(1, 3, 32, 32), dynamic=True).model
     info = analyse(fp32)
     assert {u.twin for u in info.units if u.twin} == {"softmax", "gelu"}
     write_images(tmp_path / "calib")

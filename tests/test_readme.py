@@ -15,3 +15,9 @@ def test_ci_runs_the_readme_commands():
     ci_lines = [line.strip() for line in (REPO_ROOT / ".ci" / "run").read_text().splitlines()]
     assert install in ci_lines and test in ci_lines
     assert ci_lines.index(install) < ci_lines.index(test)
+
+
+def test_layout_names_the_one_graph_builder_and_session_factory():
+    readme = (REPO_ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):]
+    assert "build_deploy_graph()" in layout and "ort_session()" in layout and "ModelDescriptor" in layout

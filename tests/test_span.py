@@ -120,10 +120,9 @@ def test_detector_round_trip(kwargs: dict) -> None:
 
 
 def all_preset_state_dicts() -> list[tuple[str, dict]]:
-    from esr.archs.presets import ARCH_PRESETS
+    from esr.zoo import PRESETS
 
-    states = [(ARCH_PRESETS[name][0], build_model(name, scale).state_dict())
-              for name in ARCH_PRESETS for scale in (2, 4)]
+    states = [(PRESETS[name].arch, build_model(name, scale).state_dict()) for name in PRESETS for scale in (2, 4)]
     return states + [("SPAN", SPAN(feature_channels=28, branches=False).state_dict())]
 
 
@@ -220,13 +219,13 @@ def conv_layout(model: torch.nn.Module) -> tuple[int, int]:
 
 @pytest.mark.parametrize("recipe", ["default", "none"])
 def test_onnx_has_one_conv_per_conv3xc_and_matches_onnxruntime(tmp_path, recipe: str) -> None:
-    from esr.export.onnx_export import export_onnx, finalize_onnx, op_counts
-    from esr.export.pipeline import PARITY_TOL, ort_session
+    from esr.backends.sessions import ort_session
+    from esr.export.graph import build_deploy_graph
+    from esr.export.onnx_export import op_counts
+    from esr.export.pipeline import PARITY_TOL
 
     model = randomise_(build_model("span_ntire", 4), seed=5).eval()
-    deployed = plugins.apply(model, plugins.resolve_recipe(model, recipe))
-    path = export_onnx(deployed, tmp_path / "span.onnx", 24, 24, dynamic=True)
-    graph = finalize_onnx(onnx.load(str(path)))
+    graph = build_deploy_graph(model, recipe, shape=(1, 3, 24, 24), dynamic=True).model
     blocks, plain = conv_layout(model)
     assert (blocks, plain) == (20, 2)  # conv_1, 6 x 3 in the SPABs, conv_2; conv_cat, upsampler
     assert op_counts(graph)["Conv"] == blocks + plain

@@ -11,8 +11,9 @@ import torch
 from esr.archs.ditn_arch import DITN, ChannelLayerNorm, TanhAffine
 from esr.errors import EsrError
 from esr.metrics import matlab_bicubic_downscale
+from esr.plugins.ditn import fit_tanh_affine
 from esr.train.data import HROnlyDataset
-from esr.train.transforms import ditn_layernorm_to_tanh, fit_tanh_affine
+from esr.train.transforms import ditn_layernorm_to_tanh
 
 
 def write_images(folder: Path, sizes: list[tuple[int, int]]) -> None:

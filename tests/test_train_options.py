@@ -79,7 +79,7 @@ def test_shipped_options_plan(path: Path) -> None:
     for _, opt in stage_options(load_document(path)):
         assert opt["model_type"] == "ESRModel" and opt["network_g"]["upscale"] == opt["scale"]
         assert int(opt["train"]["total_iter"]) > 0
-        assert build_network(opt["network_g"]).upscale == opt["scale"]
+        assert build_network(opt["network_g"]).descriptor.scale == opt["scale"]
 
 
 def test_resume_skips_a_truncated_newest_state(tmp_path: Path, resume_dirs: dict) -> None:

@@ -93,7 +93,7 @@ def test_two_stage_training_survives_a_kill(tmp_path: Path, shared: Path) -> Non
 
     final = exp / "smoke" / "final.pth"
     model = load_model(final)
-    assert model.upscale == 4 and model(torch.rand(1, 3, 20, 20)).shape == (1, 3, 80, 80)
+    assert model.descriptor.scale == 4 and model(torch.rand(1, 3, 20, 20)).shape == (1, 3, 80, 80)
     final_sd, _ = read_checkpoint(final)
     stage1_sd, _ = read_checkpoint(stage1)
     stage2_sd, _ = read_checkpoint(exp / "smoke" / "stage_stage2.pth")

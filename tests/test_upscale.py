@@ -15,6 +15,7 @@ from PIL import Image as PILImage
 
 from esr.cli import main
 from esr.cli.upscale_cmd import EPILOG
+from esr.descriptor import ModelDescriptor
 from esr.upscaler import BYTES_PER_INPUT_PIXEL, DEFAULT_MEMORY_BUDGET, Upscaler, axis_spans, axis_weights
 
 RNG = np.random.default_rng(3)
@@ -23,10 +24,12 @@ RNG = np.random.default_rng(3)
 class NearestBackend:
     """x2 nearest-neighbour upsampling: every output pixel depends on one input pixel only."""
 
-    name, scale, device, fp16 = "nearest", 2, "cpu", False
+    name, device, precision = "nearest", "cpu", "fp32"
 
-    def __init__(self, max_hw: tuple[int, int] | None = None, oom_above: int | None = None) -> None:
+    def __init__(self, max_hw: tuple[int, int] | None = None, oom_above: int | None = None,
+                 tiling: str = "supported") -> None:
         self.max_hw, self.oom_above, self.calls = max_hw, oom_above, []
+        self.descriptor = ModelDescriptor(name="nearest", arch="nearest", scale=2, tiling=tiling)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         self.calls.append(tuple(x.shape[-2:]))
@@ -86,6 +89,16 @@ def test_auto_tile_rule_follows_the_memory_budget():
     # the rule --help states is the rule the code applies
     assert f"H*W*{BYTES_PER_INPUT_PIXEL} bytes <= {DEFAULT_MEMORY_BUDGET // 2**20} MiB" in EPILOG
     assert f"- 2*pad = {Upscaler(NearestBackend()).tile_for(4000, 3000)} px (pad 16)" in EPILOG.replace("\n", " ")
+
+
+@pytest.mark.parametrize("tiling", ["internal", "discouraged"])
+def test_descriptor_tiling_is_honoured(tiling):
+    """A model that tiles itself (or should not be tiled) runs in one pass unless a size limit forces tiles."""
+    with pytest.warns(UserWarning, match=f"tiling is {tiling}"):
+        upscaler = Upscaler(NearestBackend(tiling=tiling), tile=16, tile_pad=4, memory_budget=1024)
+    assert upscaler.tile_for(100, 90) == 0  # neither --tile nor the memory budget cuts it
+    limited = Upscaler(NearestBackend(max_hw=(40, 40), tiling=tiling), tile=0, tile_pad=4)
+    assert limited.tile_for(100, 90) == 32  # a static shape still does
 
 
 # ----- esr upscale end to end (embedded default model, tiny images) -----

@@ -1,8 +1,9 @@
 """LASNet-style calibration of the latency model on this machine.
 
 1. Micro-benchmarks give the peaks (:func:`esr.analyze.hardware.measure_local_profile`).
-2. ONNX Runtime (the deploy runtime, default session options as in :mod:`esr.backends`)
-   profiles each calibration graph: per-kernel times, matched to the analysed layers.
+2. ONNX Runtime (the deploy runtime, in a session from :func:`esr.backends.sessions.ort_session`,
+   the settings the onnxruntime backend runs with) profiles each calibration graph: per-kernel
+   times, matched to the analysed layers.
 3. Fit, per op class, an efficiency factor (``roofline / measured``, geometric median), the
    fraction of its layers the runtime runs as kernels of their own (the rest it fuses into
    neighbours, e.g. Erf/Div/Mul into Gelu) and a per-kernel overhead (grid search minimising
@@ -25,6 +26,7 @@ import onnx
 from esr.analyze.graph import Layer
 from esr.analyze.hardware import HardwareProfile
 from esr.analyze.roofline import predict, roofline_time
+from esr.backends.sessions import ort_session
 from esr.bench import Timing, time_runs
 
 KERNEL_SUFFIX = "_kernel_time"
@@ -48,23 +50,12 @@ class Measurement:
         return self.end_to_end.median_ms / 1e3
 
 
-def ort_session(model: onnx.ModelProto, profile_dir: str | None = None):
-    """A CPU ONNX Runtime session with default options (as :class:`esr.backends.OnnxRuntimeBackend`)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if profile_dir is not None:
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(profile_dir) / "ort")
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
-def profile_kernels(model: onnx.ModelProto, shape: tuple[int, ...], runs: int = 10,
-                    warmup: int = 2) -> dict[str, tuple[str, float]]:
+def profile_kernels(model: onnx.ModelProto, shape: tuple[int, ...], runs: int = 10, warmup: int = 2,
+                    threads: int = 0) -> dict[str, tuple[str, float]]:
     """ORT kernel name -> (op name, median seconds over ``runs`` profiled runs) for an input of ``shape``."""
     x = np.random.rand(*shape).astype(np.float32)
     with tempfile.TemporaryDirectory(prefix="esr-ort-prof-") as tmp:
-        session = ort_session(model, tmp)
+        session = ort_session(model, threads=threads, profile_dir=tmp)
         name = session.get_inputs()[0].name
         for _ in range(warmup + runs):
             session.run(None, {name: x})
@@ -79,10 +70,11 @@ def profile_kernels(model: onnx.ModelProto, shape: tuple[int, ...], runs: int = 
     return {k: (ops[k], statistics.median(v[-runs:])) for k, v in durations.items()}
 
 
-def time_session(model: onnx.ModelProto, shape: tuple[int, ...], runs: int = 10, warmup: int = 2) -> Timing:
+def time_session(model: onnx.ModelProto, shape: tuple[int, ...], runs: int = 10, warmup: int = 2,
+                 threads: int = 0) -> Timing:
     """End-to-end timing of the graph in an unprofiled ORT session."""
     x = np.random.rand(*shape).astype(np.float32)
-    session = ort_session(model)
+    session = ort_session(model, threads=threads)
     name = session.get_inputs()[0].name
     return time_runs(lambda: session.run(None, {name: x}), runs, warmup)
 
@@ -179,18 +171,18 @@ def fit_profile(base: HardwareProfile, measurements: list[Measurement], precisio
     calibration = {
         "graphs": [m.label for m in measurements], "per_layer_samples": len(samples),
         "per_layer_overhead_s": overhead, "extra_kernel_overhead_s": extra_kernel_s, "precision": precision,
-        "runtime": "onnxruntime CPUExecutionProvider, default session options",
+        "runtime": "onnxruntime CPUExecutionProvider, esr.backends.sessions.ort_session settings",
     }
     return HardwareProfile(**{**trial.to_json(), "kernel_overhead_s": overhead + extra_kernel_s,
                               "byte_overhead": byte_overhead, "calibration": calibration})
 
 
 def measure_graph(label: str, model: onnx.ModelProto, layers: list[Layer], shape: tuple[int, ...],
-                  runs: int = 10, warmup: int = 2) -> Measurement:
-    """Profile per kernel and time end to end (``runs`` each) one deploy graph."""
-    kernels = profile_kernels(model, shape, runs, warmup)
+                  runs: int = 10, warmup: int = 2, threads: int = 0) -> Measurement:
+    """Profile per kernel and time end to end (``runs`` each) one deploy graph on ``threads`` threads."""
+    kernels = profile_kernels(model, shape, runs, warmup, threads)
     layer_s, unmatched = match_kernels(layers, kernels)
-    return Measurement(label, layers, layer_s, unmatched, time_session(model, shape, runs, warmup))
+    return Measurement(label, layers, layer_s, unmatched, time_session(model, shape, runs, warmup, threads))
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -221,18 +213,19 @@ def calibrate_local(threads: int, presets: tuple[str, ...] = DEFAULT_SUITE,
     """Measure the micro-benchmarks, profile every preset x shape, fit, and cache the ``local`` profile."""
     from tqdm import tqdm
 
-    from esr.analyze.deploy import deploy_graph
     from esr.analyze.graph import analyze_graph
     from esr.analyze.hardware import measure_local_profile, save_local_profile
-    from esr.archs.presets import build_model
+    from esr.export.graph import build_deploy_graph
+    from esr.loading import open_model
 
     base = measure_local_profile(threads)
     measurements = []
     jobs = [(preset, shape) for preset in presets for shape in shapes]
     for preset, shape in tqdm(jobs, desc="calibrating", unit="graph"):
-        graph = deploy_graph(build_model(preset, 4).eval(), shape)
+        graph = build_deploy_graph(open_model(preset, 4, allow_untrained=True), shape=shape, dynamic=False)
         label = f"{preset}_x4 {shape[2]}x{shape[3]}"
-        measurements.append(measure_graph(label, graph.model, analyze_graph(graph.model), shape, runs, warmup))
+        measurements.append(measure_graph(label, graph.model, analyze_graph(graph.model), shape, runs, warmup,
+                                          threads))
     profile = fit_profile(base, measurements)
     save_local_profile(profile)
     return profile, measurements

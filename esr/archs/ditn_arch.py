@@ -29,8 +29,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from esr.archs.descriptor import SRDescriptor
 from esr.archs.padding import crop_to, pad_to_fit
+from esr.descriptor import ModelDescriptor
 from esr.registry import ARCH_REGISTRY, DETECTOR_REGISTRY
 
 LAYERNORM_EPS = 1e-5
@@ -282,12 +282,9 @@ class DITN(nn.Module):
         self.upsample = nn.Sequential(
             nn.Conv2d(dim, out_channels * upscale**2, 3, padding=1), nn.PixelShuffle(upscale)
         )
-
-    @property
-    def descriptor(self) -> SRDescriptor:
-        return SRDescriptor(
-            arch="DITN", scale=self.upscale, in_channels=self.hyperparams["in_channels"],
-            out_channels=self.hyperparams["out_channels"], size_multiple=self.patch_size,
+        self.descriptor = ModelDescriptor(
+            name="DITN", arch="DITN", scale=upscale, in_channels=in_channels, out_channels=out_channels,
+            size_multiple=patch_size, pads_inside=True, purpose="SR" if upscale > 1 else "Restoration",
             hyperparams=dict(self.hyperparams),
         )
 

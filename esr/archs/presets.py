@@ -1,4 +1,4 @@
-"""Named architecture presets (variants differ only in constructor kwargs) and ``build_model``."""
+"""``build_model``: a fresh (untrained) model from a preset of :data:`esr.zoo.PRESETS` or a registered arch."""
 from __future__ import annotations
 
 from typing import Any
@@ -6,36 +6,25 @@ from typing import Any
 import torch.nn as nn
 
 from esr.registry import ARCH_REGISTRY
-
-ARCH_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
-    "rlfn": ("RLFN", dict(feature_channels=52, mid_channels=52, num_blocks=6, esa_channels=16)),
-    "rlfn_s": ("RLFN", dict(feature_channels=48, mid_channels=48, num_blocks=6, esa_channels=16)),
-    "rlfn_ntire": ("RLFN", dict(feature_channels=46, mid_channels=48, num_blocks=4, esa_channels=16)),
-    "ditn": ("DITN", dict(norm="layernorm")),
-    "ditn_real": ("DITN", dict(norm="tanh")),
-    # official SPAN release (hongyuanyu/SPAN, Apache-2.0): spanx2_ch48 / spanx3_ch48 / spanx4_ch48.pth
-    "span": ("SPAN", dict(feature_channels=48)),
-    # NTIRE 2024 ESR winning entry (Amazingren/NTIRE2024_ESR, models/team38_SPAN.py, SPAN30 with
-    # feature_channels=28; weights model_zoo/team38_span_ch28_slim.pth, eval_conv-only layout): 0.151 M params
-    "span_ntire": ("SPAN", dict(feature_channels=28)),
-}
-"""preset name -> (registered arch name, constructor kwargs)."""
+from esr.zoo import PRESETS
 
 
 def build_model(name: str, scale: int = 4, **overrides: Any) -> nn.Module:
-    """A freshly initialised (untrained) model.
+    """A freshly initialised (untrained) model carrying its ``descriptor`` (``trained=False``).
 
     Args:
-        name: a preset (``rlfn``, ``rlfn_s``, ``rlfn_ntire``, ``ditn``, ``ditn_real``, ``span``,
-            ``span_ntire``) or a registered arch name (``RLFN``, ``DITN``, ``SPAN``) with its default kwargs.
+        name: a preset of :data:`esr.zoo.PRESETS` (``rlfn_s``, ``ditn_real``, ``span``, ...) or a
+            registered arch name (``RLFN``, ``DITN``, ``SPAN``) with its default kwargs.
         scale: upscale factor, 2, 3 or 4.
         overrides: constructor kwargs that replace the preset's.
     """
-    if name in ARCH_PRESETS:
-        arch, kwargs = ARCH_PRESETS[name]
+    if name in PRESETS:
+        arch, kwargs = PRESETS[name].arch, PRESETS[name].kwargs
     elif name in ARCH_REGISTRY:
         arch, kwargs = name, {}
     else:
-        known = ", ".join(sorted(ARCH_PRESETS) + list(ARCH_REGISTRY))
+        known = ", ".join(list(PRESETS) + list(ARCH_REGISTRY))
         raise KeyError(f"unknown model preset {name!r} (known: {known})")
-    return ARCH_REGISTRY.get(arch)(**{**kwargs, "upscale": scale, **overrides})
+    model = ARCH_REGISTRY.get(arch)(**{**kwargs, "upscale": scale, **overrides})
+    model.descriptor = model.descriptor.replace(name=name)
+    return model

@@ -10,8 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from esr.archs.descriptor import SRDescriptor
 from esr.archs.padding import crop_to, pad_to_fit
+from esr.descriptor import ModelDescriptor
 from esr.registry import ARCH_REGISTRY, DETECTOR_REGISTRY
 
 # ESA: 3x3 stride-2 conv (no pad), 7x7/3 max-pool, then a padded 3x3 conv: the
@@ -109,13 +109,9 @@ class RLFN(nn.Module):
         self.upsampler = nn.Sequential(
             conv(feature_channels, out_channels * upscale**2, 3), nn.PixelShuffle(upscale)
         )
-
-    @property
-    def descriptor(self) -> SRDescriptor:
-        return SRDescriptor(
-            arch="RLFN", scale=self.upscale, in_channels=self.hyperparams["in_channels"],
-            out_channels=self.hyperparams["out_channels"], min_size=ESA_MIN_SIZE,
-            hyperparams=dict(self.hyperparams),
+        self.descriptor = ModelDescriptor(
+            name="RLFN", arch="RLFN", scale=upscale, in_channels=in_channels, out_channels=out_channels,
+            min_size=ESA_MIN_SIZE, pads_inside=True, hyperparams=dict(self.hyperparams),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

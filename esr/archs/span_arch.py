@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from esr.archs.descriptor import SRDescriptor
+from esr.descriptor import ModelDescriptor
 from esr.registry import ARCH_REGISTRY, DETECTOR_REGISTRY
 
 NUM_BLOCKS = 6
@@ -102,6 +102,11 @@ class Conv3XC(nn.Module):
         self.eval_conv.weight.copy_(weight)
         if bias is not None:
             self.eval_conv.bias.copy_(bias)
+
+    def training_only_parameters(self) -> list[nn.Parameter]:
+        """The branch parameters (none without branches): eval mode runs only ``eval_conv``
+        (read by :func:`esr.complexity.count_params`)."""
+        return [p for layer in (self.sk, self.conv) if layer is not None for p in layer.parameters()]
 
     def drop_branches(self) -> None:
         """Keep only ``eval_conv`` (refreshed first): the deployed, slim form."""
@@ -204,12 +209,9 @@ class SPAN(nn.Module):
         self.upsampler = nn.Sequential(
             nn.Conv2d(feature_channels, out_channels * upscale**2, 3, padding=1), nn.PixelShuffle(upscale)
         )
-
-    @property
-    def descriptor(self) -> SRDescriptor:
-        return SRDescriptor(
-            arch="SPAN", scale=self.upscale, in_channels=self.hyperparams["in_channels"],
-            out_channels=self.hyperparams["out_channels"], hyperparams=dict(self.hyperparams),
+        self.descriptor = ModelDescriptor(
+            name="SPAN", arch="SPAN", scale=upscale, in_channels=in_channels, out_channels=out_channels,
+            purpose="SR" if upscale > 1 else "Restoration", hyperparams=dict(self.hyperparams),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import traceback
+import warnings
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -53,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings reach users as one ``warning: ...`` line (no source location)."""
+    print(f"warning: {message}", file=file or sys.stderr)
+
+
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """While active (main thread only), SIGTERM raises :class:`esr.errors.Terminated` (a KeyboardInterrupt)."""
@@ -81,8 +87,11 @@ def say_error(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``esr`` with ``argv`` (None: the command line, where warnings print as one line each)."""
     args = build_parser().parse_args(argv)
     debug = debug_requested(args)
+    if argv is None:
+        warnings.showwarning = show_warning
     try:
         with sigterm_as_interrupt():
             return int(args.run(args))

@@ -21,7 +21,10 @@ def parse_shape(text: str) -> tuple[int, int, int, int]:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="zoo name or checkpoint path (default: the embedded model)")
+    parser.add_argument("--model", default=None,
+                        help="zoo name, checkpoint path, or arch preset (random weights: the graph does not depend "
+                             "on them) (default: the embedded model)")
+    parser.add_argument("--scale", type=int, default=None, help="scale (presets: default 4)")
     parser.add_argument("--hw", default="local",
                         help="hardware profile: local (this machine, measured), h100, a100, l4, rtx3090, rtx4090, "
                              "jetson-agx-orin, orin-nano (default local)")
@@ -29,7 +32,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
                         help="bytes per element and peak used (default fp32)")
     parser.add_argument("--recipe", default="default",
-                        help="deploy recipe applied before export: default, none, or pass names (comma-separated)")
+                        help="deploy passes applied before export: default (the arch's recipe), none, or "
+                             "comma-separated pass names")
     parser.add_argument("--calibrate", action="store_true",
                         help="first measure this machine (micro-benchmarks + ONNX Runtime per-layer profiling of "
                              "RLFN and DITN-Real x4 at 64x64 and 160x160) and cache the fitted local profile")
@@ -64,13 +68,13 @@ def print_table(name: str, hw, rows, summary: dict, precision: str, note: str) -
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from esr.analyze.deploy import deploy_graph
     from esr.analyze.graph import analyze_graph
     from esr.analyze.hardware import get_profile
     from esr.analyze.roofline import predict, totals
     from esr.errors import EsrError
-    from esr.fileio import check_outputs, write_output
-    from esr.loading import load_model
+    from esr.export.graph import build_deploy_graph
+    from esr.fileio import check_outputs
+    from esr.loading import open_model
     from esr.zoo import DEFAULT_MODEL
 
     name = args.model or DEFAULT_MODEL
@@ -88,19 +92,19 @@ def run(args: argparse.Namespace) -> int:
     hw = get_profile(args.hw, threads)
     if args.factors_from:
         hw = hw.with_factors_from(get_profile(args.factors_from, threads))
-    model = load_model(name)
-    graph = deploy_graph(model, args.shape, args.recipe)
+    if args.shape[0] != 1:
+        raise EsrError(f"--shape {'x'.join(map(str, args.shape))}: only batch 1 is analysed")
+    loaded = open_model(name, scale=args.scale, allow_untrained=True)
+    graph = build_deploy_graph(loaded, args.recipe, args.shape, dynamic=False)
     try:
         layers = analyze_graph(graph.model, args.precision)
     except ValueError as err:
         raise EsrError(f"{name}: {err}") from None
     if args.save_graph:
-        import onnx
-
-        write_output(args.save_graph, lambda tmp: onnx.save(graph.model, tmp), sources, args.overwrite)
+        graph.save(args.save_graph, sources, args.overwrite)
     rows = predict(layers, hw, args.precision)
     summary = totals(rows)
-    note = graph.note or (f"deploy passes: {', '.join(graph.passes)}" if graph.passes else "")
+    note = f"{loaded.descriptor.provenance}; deploy passes: {', '.join(graph.recipe) or 'none'}"
     if args.plot:
         from esr.analyze.plot import roofline_plot
 
@@ -108,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
                       title=f"{name} {args.shape[2]}x{args.shape[3]} on {hw.name}")
     if args.json:
         print(json.dumps({"model": name, "hw": hw.name, "calibrated": hw.calibrated, "precision": args.precision,
-                          "shape": list(args.shape), "passes": graph.passes, "note": note, "totals": summary,
+                          "shape": list(args.shape), "passes": graph.recipe, "trained": loaded.descriptor.trained,
+                          "note": note, "totals": summary,
                           "layers": [row.to_json() for row in rows]}))
     else:
         print_table(name, hw, rows, summary, args.precision, note)

@@ -28,8 +28,10 @@ def parse_shape(text: str) -> tuple[int, int, int, int]:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="zoo name or checkpoint path (default: the embedded model)")
-    parser.add_argument("--scale", type=int, default=None, help="scale (zoo names with several scales)")
+    parser.add_argument("--model", default=None,
+                        help="zoo name, checkpoint path, or arch preset (random weights, marked untrained in the "
+                             "ONNX metadata) (default: the embedded model)")
+    parser.add_argument("--scale", type=int, default=None, help="scale (zoo names with several scales; presets: 4)")
     parser.add_argument("--onnx", default=None, help="output .onnx (default: MODEL_xS.onnx in the current folder)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing output files (never the source model)")
@@ -43,7 +45,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min", default=DEFAULT_MIN, help=f"profile min shape (default {DEFAULT_MIN})")
     parser.add_argument("--opt", default=DEFAULT_OPT, help=f"profile opt / static shape (default {DEFAULT_OPT})")
     parser.add_argument("--max", default=DEFAULT_MAX, help=f"profile max shape (default {DEFAULT_MAX})")
-    parser.add_argument("--recipe", default="default", help="default, none, or comma-separated pass names")
+    parser.add_argument("--recipe", default="default",
+                        help="deploy passes: default (the arch's recipe), none, or comma-separated pass names")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
     parser.add_argument("--parity", default=None,
                         help="image folder for the parity check (default: ../shared Set5 LR for the scale)")
@@ -76,11 +79,10 @@ def engine_spec(args: argparse.Namespace, onnx_path: Path, shapes: dict[str, tup
 
 def run(args: argparse.Namespace) -> int:
     from esr.errors import EXIT_FAILED, EXIT_USAGE, EsrError
-    from esr.fileio import check_outputs
     from esr.export.pipeline import PARITY_TOL, report_lines, run_export
-    from esr.export.trt_build import EXIT_NO_TENSORRT, build_engine, sidecar_path, trtexec_command
-    from esr.loading import load_model, sha256_of
-    from esr.plugins import resolve_recipe
+    from esr.export.trt_build import EXIT_NO_TENSORRT, build_engine, trtexec_command
+    from esr.fileio import check_outputs
+    from esr.loading import engine_sidecar, open_model
     from esr.zoo import DEFAULT_MODEL
 
     try:
@@ -95,12 +97,8 @@ def run(args: argparse.Namespace) -> int:
         raise EsrError(f"{args.calib}: --calib must be a folder of images", EXIT_USAGE)
 
     name = args.model or DEFAULT_MODEL
-    model = load_model(name, scale=args.scale)
-    scale = model.descriptor.scale
-    try:
-        passes = resolve_recipe(model, args.recipe)
-    except KeyError as err:
-        raise EsrError(f"--recipe {args.recipe}: {err.args[0]}", EXIT_USAGE) from None
+    loaded = open_model(name, scale=args.scale, allow_untrained=True)
+    scale = loaded.descriptor.scale
     onnx_path = Path(args.onnx) if args.onnx else Path(f"{Path(str(name)).stem}_x{scale}.onnx")
     parity_dir = Path(args.parity) if args.parity else default_parity_dir(scale)
     if args.parity and not parity_dir.is_dir():
@@ -109,24 +107,27 @@ def run(args: argparse.Namespace) -> int:
     targets = [onnx_path]
     if args.trt is not None:
         engine = Path(args.trt) if args.trt else onnx_path.with_suffix(".engine")
-        targets += [engine, sidecar_path(engine)]
-    check_outputs(targets, [name] if Path(str(name)).is_file() else [], args.overwrite)
-    report = run_export(model, onnx_path, passes, shapes["opt"], args.dynamic, args.opset, parity_dir)
-    print(f"model: {name} (x{scale}), recipe: {', '.join(passes) or 'none'}")
+        targets += [engine, engine_sidecar(engine)]
+    sources = [name] if Path(str(name)).is_file() else []
+    check_outputs(targets, sources, args.overwrite)
+    report = run_export(loaded, onnx_path, args.recipe, shapes["opt"], args.dynamic, args.opset, parity_dir,
+                        sources=sources, overwrite=args.overwrite)
+    print(f"model: {name} (x{scale}, {loaded.descriptor.provenance}), "
+          f"recipe: {', '.join(report.descriptor.recipe) or 'none'}")
     print("\n".join(report_lines(report)))
 
     if args.trt is not None:
         spec = engine_spec(args, onnx_path, shapes)
-        source = Path(str(name))
-        metadata = {"source_model": str(name), "recipe": passes,
-                    "source_sha256": sha256_of(source) if source.is_file() else None}
+        min_side = max(spec.min_shape[2], spec.min_shape[3])
+        engine_descriptor = report.descriptor.replace(precision=spec.precision,
+                                                      min_size=max(report.descriptor.min_size, min_side))
         try:
             import tensorrt  # noqa: F401
         except ImportError:
             print(f"build the engine on a machine with TensorRT 10:\n  {trtexec_command(spec)}")
             raise EsrError(f"{spec.engine_path}: TensorRT is not installed here; ONNX written to {onnx_path}",
                            EXIT_NO_TENSORRT) from None
-        sidecar = build_engine(spec, metadata)
+        sidecar = build_engine(spec, {"source_model": str(name), "descriptor": engine_descriptor.to_metadata()})
         print(f"engine: {spec.engine_path} ({sidecar['precision']}, TensorRT {sidecar['tensorrt_version']}, "
               f"{sidecar['gpu']})")
     if not report.parity_ok:

@@ -7,9 +7,12 @@ HELP = "INT8 post-training quantisation to a QDQ ONNX model that onnxruntime run
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from esr.quantize import GRANULARITIES, METHODS, WEIGHT_TYPES
+    from esr.quantize import GRANULARITIES, WEIGHT_TYPES
+    from esr.quantize.ranges import QUANT_METHODS, methods_help
 
-    parser.add_argument("--model", required=True, help="zoo name, checkpoint path, or fp32 .onnx file")
+    parser.add_argument("--model", required=True,
+                        help="zoo name, checkpoint path, arch preset (random weights), or fp32 .onnx file "
+                             "(a static-shape graph is calibrated on crops of its input size)")
     parser.add_argument("--calib", required=True, help="folder of calibration images (LR, or HR with --calib-downscale)")
     parser.add_argument("--out", required=True, help="output QDQ model, e.g. rlfn_x4_int8.onnx")
     parser.add_argument("--report", default=None, help="JSON report path (default: OUT with .json)")
@@ -17,7 +20,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crop-size", type=int, default=96, help="calibration crop side in LR pixels (default 96)")
     parser.add_argument("--calib-downscale", type=int, default=1,
                         help="bicubic-downscale calibration images by this factor first (HR folders)")
-    parser.add_argument("--method", choices=METHODS, default="percentile", help="activation range method")
+    parser.add_argument("--method", choices=list(QUANT_METHODS), default="percentile",
+                        help=f"quantisation method (default percentile): {methods_help()}")
     parser.add_argument("--granularity", choices=GRANULARITIES, default="channel", help="weight scale granularity")
     parser.add_argument("--group-size", type=int, default=8, help="channels per scale for --granularity sublayer")
     parser.add_argument("--weight-type", choices=sorted(WEIGHT_TYPES), default="s7",
@@ -32,40 +36,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing OUT and report (never the source model or a calibration image)")
     parser.add_argument("--recipe", default="default",
-                        help="esr.plugins deploy recipe applied before export (torch models only; 'none' to skip)")
+                        help="deploy passes applied before export (torch models only): default (the arch's "
+                             "recipe), none, or comma-separated pass names")
 
 
-def fp32_onnx(model_spec: str, recipe: str):
-    """The fp32 ONNX model for ``model_spec``: the file itself, or an export after the deploy ``recipe``."""
-    import tempfile
-    import warnings
-    from pathlib import Path
-
+def fp32_graph(model_spec: str, recipe: str):
+    """(fp32 ONNX graph, its descriptor): the ``.onnx`` file itself, or the deploy graph of a torch model."""
     import onnx
-    import torch
 
     from esr.errors import EsrError
+    from esr.export.graph import build_deploy_graph
+    from esr.loading import open_model
 
-    if Path(model_spec).suffix.lower() == ".onnx":
-        if not Path(model_spec).is_file():
-            raise EsrError(f"{model_spec}: no such file", exit_code=2)
-        try:
-            return onnx.load(model_spec)
-        except Exception as err:  # onnx raises protobuf/OS errors for bad files
-            raise EsrError(f"{model_spec}: cannot read ONNX model ({type(err).__name__})", exit_code=2) from None
-    from esr import plugins
-    from esr.export.onnx_export import export_onnx
-    from esr.loading import load_model
-
-    module = load_model(model_spec)
-    try:
-        module = plugins.apply(module, plugins.resolve_recipe(module, recipe))
-    except KeyError as err:
-        raise EsrError(f"--recipe {recipe}: {err.args[0]}") from None
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        path = export_onnx(module, Path(tmp) / "model.onnx", height=64, width=64, dynamic=True)
-        return onnx.load(str(path))
+    loaded = open_model(model_spec, allow_untrained=True)
+    if loaded.kind == "module":
+        graph = build_deploy_graph(loaded, recipe)
+        return graph.model, graph.descriptor
+    if loaded.kind != "onnx" or loaded.descriptor.precision != "fp32":
+        raise EsrError(f"{loaded.label}: esr quantize needs an fp32 ONNX graph or a torch model "
+                       f"(this is a {loaded.descriptor.precision} {loaded.kind} model)")
+    return onnx.load(str(loaded.path)), loaded.descriptor
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,11 +76,14 @@ def run(args: argparse.Namespace) -> int:
         num_calib=args.num_calib, crop_size=args.crop_size, downscale=args.calib_downscale,
         layer_budget_db=args.layer_budget_db, target_db=args.target_db, max_kept=args.max_kept, keep=args.keep,
     )
-    model, report = quantize_onnx(fp32_onnx(args.model, args.recipe), args.calib, config)
+    graph, descriptor = fp32_graph(args.model, args.recipe)
+    model, report = quantize_onnx(graph, args.calib, config, descriptor=descriptor)
     report["model"] = args.model
     write_output_bytes(out, model.SerializeToString(), sources, args.overwrite)
     write_output_bytes(report_path, json.dumps(report, indent=1).encode(), sources, args.overwrite)
     int8 = sum(u["int8"] for u in report["units"])
+    crop = "x".join(map(str, report["crop_hw"]))
     print(f"{out}: {int8}/{len(report['units'])} layers INT8, kept fp32: {', '.join(report['kept_fp32']) or 'none'}; "
-          f"output PSNR vs fp32 on calibration crops {report['output_psnr_vs_fp32_db']:.2f} dB (report {report_path})")
+          f"output PSNR vs fp32 on {report['num_crops']} {crop} calibration crops "
+          f"{report['output_psnr_vs_fp32_db']:.2f} dB (report {report_path}; {descriptor.provenance})")
     return 0

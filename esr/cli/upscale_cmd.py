@@ -6,7 +6,7 @@ import math
 import os
 import sys
 
-HELP = "upscale images (files, folders or globs) into OUTDIR, skipping outputs that already exist"
+HELP = "upscale images, videos and animations (files, folders or globs) into OUTDIR, skipping outputs that exist"
 
 EPILOG = """\
 tiling: --tile N cuts each image into ceil(side/N) overlapping tiles per axis, each with
@@ -33,6 +33,14 @@ safety: outputs never replace an input; OUTDIR may be the input folder (give a -
 files that are outputs of this run or of an earlier one (in their own output folder, stem
 ending with the suffix) are not inputs. Several runs on one OUTDIR share the work (a hidden
 claim file per output); temp files of killed runs are removed by the next run.
+
+videos (mp4, mkv, mov, webm, avi, ...): decoded with the FFmpeg bundled in PyAV, every frame
+upscaled, encoded with --video-codec into the same container; timestamps (variable frame
+rate), rotation and colour tags kept; audio, subtitle and data streams copied unchanged.
+Frames are encoded in segments of --segment-seconds kept in OUTDIR/.NAME.esr-segments/:
+rerunning the same command after an interrupt or a kill continues from the last finished
+segment. Animated GIF/WebP/APNG keep every frame, durations and loop; multi-page TIFF
+keeps every page. Videos and animations keep their format whatever --ext says.
 
 exit status: 0 all done (existing outputs skipped), 1 some inputs failed (also: a folder
 or glob without images), 2 usage error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
@@ -82,16 +90,22 @@ def raise_opencv_pixel_limit(max_pixels: int) -> None:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from esr.backends import backend_devices, backend_names, backends_help
+
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (created if missing)")
     parser.add_argument("--model", default=None,
                         help="zoo name, .pth checkpoint, .onnx file or TensorRT engine (default: the embedded model)")
-    parser.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], default=None,
-                        help="inference backend (default: onnxruntime for .onnx, tensorrt for engines, else torch)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--backend", choices=backend_names(), default=None,
+                        help=f"inference backend (default: the first that runs --model as is: onnxruntime for "
+                             f".onnx, tensorrt for engines, else torch). {backends_help()}")
+    parser.add_argument("--device", choices=backend_devices(), default=None,
+                        help="default: cuda if available, else cpu")
     parser.add_argument("--fp16", action="store_true", help="half precision on CUDA (tiles with NaN/Inf rerun in fp32)")
+    parser.add_argument("--threads", type=non_negative_int, default=0,
+                        help="CPU threads for torch and onnxruntime (default 0: each library's own default)")
     parser.add_argument("--tile", type=int, default=0, help="tile side in input pixels; 0 = automatic (see below)")
     parser.add_argument("--tile-pad", type=int, default=16, help="context pixels around each tile (default 16)")
     parser.add_argument("--outscale", type=finite_positive, default=None,
@@ -108,6 +122,39 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-pixels", type=non_negative_int, default=None, metavar="N",
                         help="refuse inputs over N pixels (width x height) before decoding; 0 = no limit "
                              "(default 100000000)")
+    add_video_arguments(parser)
+
+
+def add_video_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``video`` argument group (read by :func:`video_options`)."""
+    from esr.video.options import CONTAINERS, DEFAULT_SEGMENT_SECONDS, ENCODERS
+
+    group = parser.add_argument_group("video", "how video inputs are encoded (see docs/video.md)")
+    group.add_argument("--video-codec", choices=list(ENCODERS), default=None,
+                       help="encoder (default: libx264; libvpx-vp9 for webm); missing ones are named at start")
+    group.add_argument("--crf", type=non_negative_int, default=None,
+                       help="constant-quality level (default: x264 18, x265 20, svtav1 30, vp9 31; lower = better)")
+    group.add_argument("--preset", default=None, help="encoder speed preset (x264/x265: ultrafast..veryslow, "
+                                                       "svtav1: 0-13, vp9: cpu-used 0-8); default: the encoder's")
+    group.add_argument("--pix-fmt", default=None,
+                       help="pixel format (default: the source's if the encoder takes it; RGB for ffv1)")
+    group.add_argument("--video-container", choices=sorted(CONTAINERS), default=None,
+                       help="output container (default: the input's; Matroska for ts, mpg, flv, wmv, ...)")
+    group.add_argument("--segment-seconds", type=finite_positive, default=DEFAULT_SEGMENT_SECONDS,
+                       help=f"resume granularity: frames are encoded in segments of about this length "
+                            f"(default {DEFAULT_SEGMENT_SECONDS:g})")
+
+
+def video_options(args: argparse.Namespace):
+    """:class:`esr.video.options.VideoOptions` from the ``video`` group; EsrError if the encoder is missing."""
+    from esr.video.options import VideoOptions
+
+    if args.video_codec is not None:
+        from esr.video.codecs import check_encoder
+
+        check_encoder(args.video_codec)
+    return VideoOptions(codec=args.video_codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
+                        container=args.video_container, segment_seconds=args.segment_seconds)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -122,9 +169,9 @@ def run(args: argparse.Namespace) -> int:
         raise EsrError("--quality must be between 1 and 100")
     options = BatchOptions(
         inputs=list(args.inputs), outdir=args.output, model=args.model, backend=args.backend, device=args.device,
-        fp16=args.fp16, tile=args.tile, tile_pad=args.tile_pad, outscale=args.outscale, ext=args.ext,
-        quality=args.quality, suffix=args.suffix, recursive=args.recursive, overwrite=args.overwrite,
-        jobs=args.jobs, quiet=args.quiet,
+        fp16=args.fp16, threads=args.threads, tile=args.tile, tile_pad=args.tile_pad, outscale=args.outscale,
+        ext=args.ext, quality=args.quality, suffix=args.suffix, recursive=args.recursive, overwrite=args.overwrite,
+        jobs=args.jobs, quiet=args.quiet, video=video_options(args),
         **({} if args.max_pixels is None else {"max_pixels": args.max_pixels}),
     )
     return run_batch(options)

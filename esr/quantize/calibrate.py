@@ -7,22 +7,28 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from esr.backends.sessions import ort_session
 from esr.errors import EsrError
 from esr.quantize.ranges import TensorStats
 
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
 
 
-def load_crops(folder: str | Path, count: int, size: int = 96, downscale: int = 1, seed: int = 0) -> list[np.ndarray]:
-    """``count`` random ``size`` x ``size`` RGB crops, float32 (1, 3, size, size) in [0, 1].
+def load_crops(folder: str | Path, count: int, size: int | tuple[int, int] = 96, downscale: int = 1,
+               seed: int = 0, exact: bool = False) -> list[np.ndarray]:
+    """``count`` random ``size`` crops (a side, or (height, width)): float32 RGB (1, 3, h, w) in [0, 1].
 
     Images are cycled in name order (one crop per image per cycle); with ``downscale`` > 1 each
     image is first shrunk by MATLAB-compatible bicubic, so an HR folder yields LR-like crops.
-    Undecodable files are skipped with a warning; an image smaller than ``size`` is used whole.
+    Undecodable files are skipped with a warning; an image smaller than ``size`` is used whole,
+    or, with ``exact`` (a static-shape graph), reflect-padded to ``size``.
     """
     import cv2
 
+    from esr.export.images import fit
     from esr.metrics import matlab_bicubic_downscale, mod_crop
+
+    height, width = (size, size) if isinstance(size, int) else size
 
     folder = Path(folder)
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
@@ -44,23 +50,12 @@ def load_crops(folder: str | Path, count: int, size: int = 96, downscale: int = 
     for index in range(count):
         image = images[index % len(images)]
         h, w = image.shape[:2]
-        top = int(rng.integers(0, max(h - size, 0) + 1))
-        left = int(rng.integers(0, max(w - size, 0) + 1))
-        crop = image[top:top + size, left:left + size].astype(np.float32) / 255.0
-        crops.append(np.ascontiguousarray(crop.transpose(2, 0, 1))[None])
+        top = int(rng.integers(0, max(h - height, 0) + 1))
+        left = int(rng.integers(0, max(w - width, 0) + 1))
+        crop = image[top:top + height, left:left + width].astype(np.float32) / 255.0
+        crop = np.ascontiguousarray(crop.transpose(2, 0, 1))[None]
+        crops.append(fit(crop, height, width) if exact else crop)
     return crops
-
-
-def session(model: onnx.ModelProto, threads: int = 2, optimize: bool = True):
-    """A CPU ONNX Runtime session for an in-memory model."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    if not optimize:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 def collect_stats(model: onnx.ModelProto, tensors: list[str], crops: list[np.ndarray], sample_size: int = 4096,
@@ -73,7 +68,7 @@ def collect_stats(model: onnx.ModelProto, tensors: list[str], crops: list[np.nda
     for name in tensors:
         if name not in existing:
             probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    runner = session(probe, optimize=False)
+    runner = ort_session(probe, optimize=False)
     input_name = runner.get_inputs()[0].name
     rng = np.random.default_rng(seed)
     stats = {name: TensorStats() for name in tensors}

@@ -7,25 +7,25 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import onnx
 
+from esr.descriptor import ModelDescriptor, read_metadata, write_metadata
 from esr.errors import EsrError
 from esr.metrics import fidelity_psnr
-from esr.quantize import GRANULARITIES, METHODS, WEIGHT_TYPES
+from esr.quantize import GRANULARITIES, WEIGHT_TYPES
 from esr.quantize.calibrate import collect_stats, load_crops
 from esr.quantize.graph import analyse
 from esr.quantize.grids import UniformGrid, activation_grid, weight_grid
 from esr.quantize.qdq import Grid, build_qdq
-from esr.quantize.ranges import RANGE_METHODS, twin_search, weight_absmax
+from esr.quantize.ranges import QUANT_METHODS, QuantMethod, twin_search, weight_absmax
 from esr.quantize.sensitivity import choose_fallback, run_model, unit_sensitivity
 from esr.quantize.sublayer import group_absmax, reorder_channels
-
 
 
 @dataclass
 class QuantConfig:
     """Knobs of :func:`quantize_onnx` (the ``esr quantize`` options).
 
-    method: activation ranges (twin-uniform = MSE ranges + twin grids on softmax/GELU outputs;
-        mse and twin-uniform also search weight clipping by MSE).
+    method: a name in :data:`esr.quantize.ranges.QUANT_METHODS` (activation ranges, weight clipping,
+        twin-uniform grids on softmax/GELU outputs).
     granularity: weight scales per tensor, per output channel, or per group of ``group_size``
         channels (sublayer).
     weight_type: "s7" (int8 storage, 7-bit levels: AVX2's u8 x s8 pair sums stay inside int16, no
@@ -42,6 +42,7 @@ class QuantConfig:
     group_size: int = 8
     num_calib: int = 32
     crop_size: int = 96
+    """Calibration crop side; a static-shape graph is calibrated on crops of exactly its input size."""
     downscale: int = 1
     num_sensitivity: int = 4
     layer_budget_db: float | None = None
@@ -51,16 +52,15 @@ class QuantConfig:
     seed: int = 0
 
 
-def activation_grids(info, stats, method: str) -> dict[str, Grid]:
-    """Grid of every calibrated tensor; twin grids for softmax/GELU outputs under twin-uniform."""
+def activation_grids(info, stats, method: QuantMethod) -> dict[str, Grid]:
+    """Grid of every calibrated tensor; twin grids for softmax/GELU outputs when the method asks for them."""
     twin_kind = {u.outputs[0]: u.twin for u in info.units if u.twin}
-    range_fn = RANGE_METHODS.get("mse" if method == "twin-uniform" else method)
     grids: dict[str, Grid] = {}
     for name, stat in stats.items():
-        if method == "twin-uniform" and name in twin_kind:
+        if method.twin and name in twin_kind:
             grids[name] = twin_search(twin_kind[name], stat)
         else:
-            grids[name] = activation_grid(*range_fn(stat))
+            grids[name] = activation_grid(*method.activation_range(stat))
     for unit in info.units:  # graph order: chains of pass-through ops share one grid
         if unit.pass_through and isinstance(grids.get(unit.inputs[0]), UniformGrid):
             grids[unit.outputs[0]] = grids[unit.inputs[0]]
@@ -70,13 +70,13 @@ def activation_grids(info, stats, method: str) -> dict[str, Grid]:
 def weight_grids(info, config: QuantConfig, reordered: dict[str, list[int]]) -> tuple[dict[str, UniformGrid], dict]:
     """Weight grid per weight initializer and per-unit granularity notes for the report."""
     grids, notes = {}, {}
-    search = "mse" if config.method in ("mse", "twin-uniform") else "minmax"
+    clip = QUANT_METHODS.get(config.method).weight_clip
     for unit in info.units:
         if unit.weight is None:
             continue
         weight = np.moveaxis(info.constant_array(unit.weight), unit.weight_axis, 0)
         bits, unsigned = WEIGHT_TYPES[config.weight_type]
-        absmax = weight_absmax(weight, search, bits)
+        absmax = weight_absmax(weight, clip, bits)
         axis = unit.weight_axis % info.constant_array(unit.weight).ndim
         if config.granularity == "tensor":
             grids[unit.weight] = weight_grid(absmax.max(), bits, unsigned=unsigned)
@@ -92,24 +92,40 @@ def weight_grids(info, config: QuantConfig, reordered: dict[str, list[int]]) -> 
     return grids, notes
 
 
-def quantize_onnx(model: onnx.ModelProto, calib_dir: str, config: QuantConfig,
-                  progress: bool = True) -> tuple[onnx.ModelProto, dict]:
+def static_input_hw(model: onnx.ModelProto) -> tuple[int, int] | None:
+    """(H, W) of the graph's input when both are fixed numbers (a static-shape export), else None."""
+    from esr.loading import graph_input_dims
+
+    try:
+        height, width = graph_input_dims(model)[2:]
+    except ValueError as err:
+        raise EsrError(f"quantize: {err}") from None
+    return (height, width) if isinstance(height, int) and isinstance(width, int) else None
+
+
+def quantize_onnx(model: onnx.ModelProto, calib_dir: str, config: QuantConfig, progress: bool = True,
+                  descriptor: ModelDescriptor | None = None) -> tuple[onnx.ModelProto, dict]:
     """Calibrate on LR crops of ``calib_dir`` and return (QDQ model, report).
 
-    The model must map one float NCHW image in [0, 1] to one output image (any esr export).
+    The model must map one float NCHW image in [0, 1] to one output image (any esr export). A
+    static-shape graph is calibrated on crops of its input size (smaller images reflect-padded).
+    The QDQ model carries ``descriptor`` (default: the input graph's esr metadata) with precision int8.
     """
-    if config.method not in METHODS:
-        raise EsrError(f"unknown method {config.method!r} (known: {', '.join(METHODS)})")
+    if config.method not in QUANT_METHODS:
+        raise EsrError(f"unknown method {config.method!r} (known: {', '.join(QUANT_METHODS)})")
     if config.granularity not in GRANULARITIES:
         raise EsrError(f"unknown granularity {config.granularity!r} (known: {', '.join(GRANULARITIES)})")
     if config.weight_type not in WEIGHT_TYPES:
         raise EsrError(f"unknown weight type {config.weight_type!r} (known: {', '.join(WEIGHT_TYPES)})")
     info = analyse(model)
     reordered = reorder_channels(info, info.units) if config.granularity == "sublayer" else {}
-    crops = load_crops(calib_dir, config.num_calib, config.crop_size, config.downscale, config.seed)
+    fixed_hw = static_input_hw(model)
+    crop_hw = fixed_hw or (config.crop_size, config.crop_size)
+    crops = load_crops(calib_dir, config.num_calib, crop_hw, config.downscale, config.seed,
+                       exact=fixed_hw is not None)
     tensors = sorted({t for u in info.units for t in u.inputs + u.outputs})
     stats = collect_stats(info.model, tensors, crops, progress=progress, seed=config.seed)
-    act = activation_grids(info, stats, config.method)
+    act = activation_grids(info, stats, QUANT_METHODS.get(config.method))
     weights, notes = weight_grids(info, config, reordered)
 
     def build(enabled: set[str]) -> onnx.ModelProto:
@@ -139,9 +155,12 @@ def quantize_onnx(model: onnx.ModelProto, calib_dir: str, config: QuantConfig,
             entry["weight"] = {**notes[unit.name], "type": config.weight_type, **weights[unit.weight].to_json()}
         units.append(entry)
     report = {
-        "config": asdict(config), "calib_dir": str(calib_dir), "num_crops": len(crops),
+        "config": asdict(config), "calib_dir": str(calib_dir), "num_crops": len(crops), "crop_hw": list(crop_hw),
         "kept_fp32": sorted(kept, key=[u.name for u in info.units].index),
         "fallback_trace": trace, "output_psnr_vs_fp32_db": fidelity,
         "reordered_convs": reordered, "units": units,
     }
+    descriptor = descriptor or read_metadata(model)
+    if descriptor is not None:
+        write_metadata(quantised, descriptor.replace(precision="int8"))
     return quantised, report

@@ -1,19 +1,53 @@
-"""Range (clipping) selection for activations and weights: min-max, percentile, MSE search, twin-uniform.
+"""Quantisation methods (the one registry, :data:`QUANT_METHODS`) and their range (clipping) functions.
 
-Activation methods take :class:`TensorStats` (exact min/max and a random sample of the tensor's
-values over the calibration set) and return the clipping range ``(lo, hi)`` of a uint8 grid.
+A method is an activation range function (it takes :class:`TensorStats`, the exact min/max and
+a random sample of the tensor's values over the calibration set, and returns the clipping range
+``(lo, hi)`` of a uint8 grid), how weights are clipped (abs-max or an MSE search), and whether
+softmax/GELU outputs get twin-uniform grids. Adding a method = its range function and one
+:func:`quant_method` registration; ``esr quantize --method`` reads its choices and help from here.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Literal
 
 import numpy as np
 
 from esr.quantize.grids import TwinGrid, activation_grid, twin_grid, weight_grid
 from esr.registry import Registry
 
-RANGE_METHODS = Registry("activation range method")
-"""name -> fn(TensorStats) -> (lo, hi)."""
+WeightClip = Literal["absmax", "mse"]
+
+
+@dataclass(frozen=True)
+class QuantMethod:
+    """``activation_range(stats) -> (lo, hi)``; ``weight_clip``: abs-max or MSE-searched weight ranges;
+    ``twin``: twin-uniform grids (PTQ4ViT) on softmax and GELU outputs."""
+
+    name: str
+    summary: str
+    activation_range: Callable[["TensorStats"], tuple[float, float]]
+    weight_clip: WeightClip = "absmax"
+    twin: bool = False
+
+
+QUANT_METHODS = Registry("quantisation method")
+"""name -> :class:`QuantMethod`, in the order ``esr quantize --help`` lists them."""
+
+
+def quant_method(name: str, summary: str, weight_clip: WeightClip = "absmax", twin: bool = False) -> Callable:
+    """Decorator registering an activation range function as the method ``name``."""
+
+    def register(fn: Callable) -> Callable:
+        QUANT_METHODS.register(QuantMethod(name, summary, fn, weight_clip, twin), name=name)
+        return fn
+
+    return register
+
+
+def methods_help() -> str:
+    """``name: summary`` of every method, for ``--method`` help."""
+    return "; ".join(f"{name}: {method.summary}" for name, method in QUANT_METHODS.items())
 
 MSE_STEPS = np.linspace(0.2, 1.0, 41)
 """Fractions of the observed range tried by the MSE search."""
@@ -39,18 +73,18 @@ class TensorStats:
         return np.concatenate(self.samples + [np.array([self.minimum, self.maximum], np.float32)])
 
 
-@RANGE_METHODS.register(name="minmax")
+@quant_method("minmax", "activation min/max")
 def minmax_range(stats: TensorStats) -> tuple[float, float]:
     return stats.minimum, stats.maximum
 
 
-@RANGE_METHODS.register(name="percentile")
+@quant_method("percentile", "99.99th percentiles of activations")
 def percentile_range(stats: TensorStats, percent: float = 99.99) -> tuple[float, float]:
     values = stats.values()
     return float(np.percentile(values, 100.0 - percent)), float(np.percentile(values, percent))
 
 
-@RANGE_METHODS.register(name="mse")
+@quant_method("mse", "MSE-best activation and weight ranges", weight_clip="mse")
 def mse_range(stats: TensorStats) -> tuple[float, float]:
     """The fraction of [min, max] whose uint8 grid gives the least squared error on the sample."""
     values = stats.values()
@@ -60,6 +94,10 @@ def mse_range(stats: TensorStats) -> tuple[float, float]:
         errors.append(float(np.mean((grid.fake_quant(values) - values) ** 2)))
     best = MSE_STEPS[int(np.argmin(errors))]
     return best * stats.minimum, best * stats.maximum
+
+
+QUANT_METHODS.register(QuantMethod("twin-uniform", "mse plus twin-uniform grids on softmax/GELU outputs", mse_range,
+                                   "mse", twin=True), name="twin-uniform")
 
 
 def twin_search(kind: str, stats: TensorStats, max_shift: int = 10) -> TwinGrid:
@@ -83,11 +121,11 @@ def twin_search(kind: str, stats: TensorStats, max_shift: int = 10) -> TwinGrid:
     return best
 
 
-def weight_absmax(weight: np.ndarray, method: str, bits: int) -> np.ndarray:
+def weight_absmax(weight: np.ndarray, clip: WeightClip, bits: int) -> np.ndarray:
     """Per-output-channel clipping value of a (C_out, ...) weight: its abs-max, or the MSE-best fraction."""
     flat = weight.reshape(weight.shape[0], -1)
     absmax = np.abs(flat).max(axis=1)
-    if method != "mse":
+    if clip != "mse":
         return absmax
     errors = []
     for step in MSE_STEPS:

@@ -6,12 +6,12 @@ from typing import Callable
 import numpy as np
 import onnx
 
+from esr.backends.sessions import ort_session
 from esr.metrics import fidelity_psnr
-from esr.quantize.calibrate import session
 
 
 def run_model(model: onnx.ModelProto, crops: list[np.ndarray]) -> list[np.ndarray]:
-    runner = session(model)
+    runner = ort_session(model)
     name = runner.get_inputs()[0].name
     return [runner.run(None, {name: crop})[0] for crop in crops]
 

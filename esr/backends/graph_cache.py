@@ -1,0 +1,68 @@
+"""The backends' on-the-fly ONNX cache: a torch model's default-recipe deploy graph, built once.
+
+Graph runtimes (onnxruntime, and any other that runs ONNX) given a torch model run the graph
+``esr export`` ships: :func:`esr.export.graph.build_deploy_graph` with the default recipe,
+dynamic N/H/W. The file name carries the model's fingerprint (weights and descriptor), the
+export code's fingerprint (:func:`exporter_sources`), the recipe, the opset and the torch
+version, so a changed model or an esr upgrade that changes the graph never reuses a stale file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from esr.loading import LoadedModel, cache_dir
+
+DEFAULT_OPSET = 17
+
+
+def onnx_cache_dir() -> Path:
+    """Where on-the-fly deploy graphs are kept: ``<esr cache>/onnx``."""
+    return cache_dir() / "onnx"
+
+
+def exporter_sources() -> list[Path]:
+    """The files whose code shapes a cached graph: the export code, the descriptor, every arch and deploy-pass module."""
+    import esr.archs
+    import esr.descriptor
+    import esr.plugins
+    from esr.export import graph, onnx_export
+
+    archs = sorted(Path(esr.archs.__file__).parent.glob("*.py"))
+    passes = sorted(Path(esr.plugins.__file__).parent.glob("*.py"))
+    return [Path(onnx_export.__file__), Path(graph.__file__), Path(esr.descriptor.__file__), *archs, *passes]
+
+
+def files_fingerprint(paths: list[Path]) -> str:
+    """A short sha256 over the contents of ``paths``, in order."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:8]
+
+
+def model_fingerprint(loaded: LoadedModel) -> str:
+    """A short sha256 of a torch model's descriptor (esr version included) and weights."""
+    digest = hashlib.sha256(json.dumps(loaded.descriptor.to_metadata(), sort_keys=True).encode())
+    for key, value in loaded.module.state_dict().items():
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def cached_deploy_graph(loaded: LoadedModel, recipe: str = "default", opset: int = DEFAULT_OPSET) -> Path:
+    """Path of the dynamic-shape deploy graph of ``loaded`` (a torch model) with ``recipe``, built once.
+
+    Written through :mod:`esr.fileio` (temp file + rename), so a crash never leaves a partial graph.
+    """
+    from esr.export.graph import build_deploy_graph
+
+    key = (f"{model_fingerprint(loaded)}-{files_fingerprint(exporter_sources())}-{recipe.replace(',', '+')}"
+           f"-op{opset}-torch{torch.__version__.split('+')[0]}")
+    path = onnx_cache_dir() / f"{key}.onnx"
+    if path.is_file():
+        return path
+    return build_deploy_graph(loaded, recipe=recipe, opset=opset).save(path)
