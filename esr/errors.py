@@ -33,6 +33,13 @@ def one_line(text: str) -> str:
     return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 
+def first_line(err: BaseException) -> str:
+    """The first non-empty line of an exception's message (libraries append graphs, tracebacks,
+    hints), or its type name when it has none: the reason part of a one-line error."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
 def error_line(message: str) -> str:
     """``error: MESSAGE`` on one line, without the trailing newline."""
     return f"error: {one_line(message)}"

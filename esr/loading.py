@@ -2,12 +2,12 @@
 
 :func:`open_model` is the one loader: it tries the sources of :data:`MODEL_SOURCES` in order
 (zoo name, arch preset, ONNX file, TensorRT engine, checkpoint file); each fills the model's
-:class:`esr.descriptor.ModelDescriptor`. A checkpoint is read with ``torch.load(weights_only=True)``
-(no code runs), unwrapped (``params_ema`` > ``params`` > ``state_dict`` > ``model``, ``module.``
-stripped) and offered to the :data:`CHECKPOINT_LOADERS` in order: esr's own detectors first
-(:data:`esr.registry.DETECTOR_REGISTRY`, hyperparameters from tensor shapes); a later stage (the
-spandrel adapter) registers after them. Every failure is an :class:`EsrError` whose message is
-one line naming the file.
+:class:`esr.descriptor.ModelDescriptor`. A checkpoint (``.pth``, ``.pt``, ``.ckpt``:
+``torch.load(weights_only=True)``; ``.safetensors``: ``safetensors``; no code runs either way) is
+unwrapped (:func:`unwrap_state_dict`) and offered to the :data:`CHECKPOINT_LOADERS` in order:
+esr's own detectors (:data:`esr.registry.DETECTOR_REGISTRY`, hyperparameters from tensor shapes),
+then spandrel (:mod:`esr.spandrel_adapter`: about 40 more architectures). Every failure is an
+:class:`EsrError` whose message is one line naming the file.
 """
 from __future__ import annotations
 
@@ -27,13 +27,17 @@ import torch.nn as nn
 import esr.archs  # noqa: F401  (registers archs and detectors)
 from esr.archs.presets import build_model
 from esr.descriptor import ModelDescriptor, read_metadata
-from esr.errors import EsrError
+from esr.errors import EsrError, first_line
 from esr.fileio import replace_atomically
 from esr.registry import ARCH_REGISTRY, DETECTOR_REGISTRY, Registry
+from esr.spandrel_adapter import spandrel_loader
 from esr.zoo import PRESETS, ZOO, ZooEntry
 
 EMBEDDED_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model")
+WRAPPER_KEYS = ("params_ema", "params-ema", "params", "state_dict", "model_state_dict", "model", "net")
+"""Keys a training framework nests the weights under (BasicSR, Lightning, KAIR, ...), first match wins."""
+COMMON_PREFIXES = ("module.", "netG.")
+"""Key prefixes removed when every key has them (DataParallel, some GAN trainers)."""
 ESR_META_KEY = "esr_arch"
 """Checkpoints written by esr carry ``{"esr_arch": {"arch": name, "kwargs": {...}}}`` beside the weights."""
 ONNX_SUFFIXES = (".onnx",)
@@ -196,13 +200,9 @@ def resolve_zoo_weights(entry: ZooEntry) -> Path:
     return download(entry.url, cache_dir() / "weights" / entry.filename, entry.sha256)
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    """Read a checkpoint file safely.
+    """Read a checkpoint file safely: ``.safetensors`` by ``safetensors``, anything else by
+    ``torch.load(weights_only=True)`` (a pickle holding code or other objects is refused unrun).
 
     Returns:
         (state_dict, esr_meta): the unwrapped tensor dict and esr's arch metadata if present.
@@ -212,24 +212,52 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise EsrError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise EsrError(f"{path}: empty file (0 bytes)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise EsrError(f"{path}: not a weights checkpoint: it holds Python objects other than tensors "
-                       f"({_first_line(err)})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
-        raise EsrError(f"{path}: corrupt or unreadable checkpoint ({_first_line(err)})") from None
+    if path.suffix.lower() == ".safetensors":
+        obj = read_safetensors(path)
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise EsrError(f"{path}: not a weights checkpoint: it holds Python objects other than tensors "
+                           f"({first_line(err)})") from None
+        except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+            raise EsrError(f"{path}: corrupt or unreadable checkpoint ({first_line(err)})") from None
     if not isinstance(obj, dict):
         raise EsrError(f"{path}: not a weights checkpoint (holds a {type(obj).__name__}, not a dict of tensors)")
     meta = obj.get(ESR_META_KEY) if isinstance(obj.get(ESR_META_KEY), dict) else None
+    state_dict = unwrap_state_dict(obj)
+    if not state_dict:
+        raise EsrError(f"{path}: not a weights checkpoint (no tensors found)")
+    return state_dict, meta
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file (a format that holds only tensors); EsrError if corrupt."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as err:
+        raise EsrError(f"{path}: corrupt or unreadable safetensors file ({first_line(err)})") from None
+
+
+def unwrap_state_dict(obj: dict) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint dict: under the first of :data:`WRAPPER_KEYS` (or a lone nested
+    dict) if any, with a :data:`COMMON_PREFIXES` prefix shared by every key removed."""
     for key in WRAPPER_KEYS:
         if isinstance(obj.get(key), dict):
             obj = obj[key]
             break
-    state_dict = {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if not state_dict:
-        raise EsrError(f"{path}: not a weights checkpoint (no tensors found)")
-    return state_dict, meta
+    else:
+        nested = [value for value in obj.values() if isinstance(value, dict)]
+        if len(obj) == 1 and nested:
+            obj = nested[0]
+    state_dict = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    for prefix in COMMON_PREFIXES:
+        if state_dict and all(key.startswith(prefix) for key in state_dict):
+            state_dict = {key[len(prefix):]: value for key, value in state_dict.items()}
+    return state_dict
 
 
 def save_checkpoint(model: nn.Module, path: str | Path) -> Path:
@@ -263,26 +291,30 @@ def build_loaded(arch: str, kwargs: dict, state_dict: dict[str, torch.Tensor], s
 
 @CHECKPOINT_LOADERS.register(name="esr")
 def esr_checkpoint_loader(state_dict: dict[str, torch.Tensor], path: Path) -> nn.Module | None:
-    """esr's detectors (:data:`esr.registry.DETECTOR_REGISTRY`): RLFN and DITN layouts."""
+    """esr's detectors (:data:`esr.registry.DETECTOR_REGISTRY`): RLFN, DITN and SPAN layouts."""
     found = detect_arch(state_dict)
     return build_loaded(*found, state_dict, str(path)) if found is not None else None
+
+
+CHECKPOINT_LOADERS.register(spandrel_loader, name="spandrel")
 
 
 def load_checkpoint_file(text: str, scale: int | None, allow_untrained: bool) -> LoadedModel:
     path = Path(text)
     state_dict, meta = read_checkpoint(path)
     if meta is not None:
-        model = build_loaded(meta["arch"], dict(meta["kwargs"]), state_dict, str(path))
+        model, loader_name = build_loaded(meta["arch"], dict(meta["kwargs"]), state_dict, str(path)), "esr"
     else:
-        model = next((m for _, loader in CHECKPOINT_LOADERS.items() if (m := loader(state_dict, path)) is not None),
-                     None)
+        model, loader_name = next(((m, name) for name, loader in CHECKPOINT_LOADERS.items()
+                                   if (m := loader(state_dict, path)) is not None), (None, ""))
         if model is None:
             sample = ", ".join(list(state_dict)[:4])
-            raise EsrError(f"{path}: unrecognised architecture (first keys: {sample}); "
-                           f"known: {', '.join(ARCH_REGISTRY)}")
+            raise EsrError(f"{path}: unrecognised architecture (first keys: {sample}); neither esr's archs "
+                           f"({', '.join(ARCH_REGISTRY)}) nor the checkpoint loaders "
+                           f"({', '.join(CHECKPOINT_LOADERS)}) know this layout")
     if scale is not None and model.descriptor.scale != scale:
         raise EsrError(f"{path}: checkpoint is x{model.descriptor.scale}, but x{scale} was asked for")
-    model.descriptor = model.descriptor.replace(name=path.stem, source=f"checkpoint {path.name}",
+    model.descriptor = model.descriptor.replace(name=path.stem, source=f"checkpoint {path.name} (loader: {loader_name})",
                                                 source_sha256=sha256_of(path), trained=True)
     return LoadedModel(model.descriptor, "module", module=model.eval())
 
@@ -377,7 +409,7 @@ def load_onnx_file(text: str, scale: int | None, allow_untrained: bool) -> Loade
     try:
         graph = onnx.load(str(path))
     except Exception as err:  # onnx raises protobuf/OS errors for bad files
-        raise EsrError(f"{path}: cannot read ONNX model ({type(err).__name__}: {_first_line(err)})") from None
+        raise EsrError(f"{path}: cannot read ONNX model ({type(err).__name__}: {first_line(err)})") from None
     return LoadedModel(describe_graph(graph, str(path)), "onnx", path=path)
 
 
@@ -398,7 +430,7 @@ def load_engine_file(text: str, scale: int | None, allow_untrained: bool) -> Loa
         try:
             descriptor = ModelDescriptor.from_metadata(json.loads(sidecar.read_text()).get("descriptor", {}))
         except (ValueError, AttributeError) as err:
-            raise EsrError(f"{sidecar}: unreadable engine sidecar ({_first_line(err)})") from None
+            raise EsrError(f"{sidecar}: unreadable engine sidecar ({first_line(err)})") from None
     if descriptor is None:
         descriptor = probe_engine(path)
     return LoadedModel(descriptor, "engine", path=path)

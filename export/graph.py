@@ -18,8 +18,8 @@ import torch
 import torch.nn as nn
 
 from esr.descriptor import ModelDescriptor, write_metadata
-from esr.errors import EsrError
-from esr.export.onnx_export import MIN_DYNAMIC_SIZE, finalize_onnx, trace_onnx
+from esr.errors import EsrError, first_line
+from esr.export.onnx_export import INPUT_NAME, MIN_DYNAMIC_SIZE, finalize_onnx, trace_onnx
 from esr.fileio import write_output
 from esr.loading import LoadedModel, open_model
 from esr.plugins import PassReport, apply_measured, resolve_recipe
@@ -81,7 +81,9 @@ def build_deploy_graph(model: LoadedModel | nn.Module, recipe: str | list[str] =
             measured (and lossy passes calibrate), see :func:`esr.plugins.apply_measured`.
 
     Raises:
-        EsrError: unknown pass name, wrong channel count, or a graph the checker rejects.
+        EsrError: unknown pass name, wrong channel count, an op torch cannot export (one line naming
+            it), or a graph the checker rejects; :class:`DynamicShapeError` when a dynamic graph does
+            not follow the input size (checked by running it once at another size).
     """
     loaded = open_model(model, allow_untrained=True)
     if loaded.kind != "module":
@@ -100,11 +102,86 @@ def build_deploy_graph(model: LoadedModel | nn.Module, recipe: str | list[str] =
         raise EsrError(f"opset {opset}: esr exports opset 17 or newer")
     deployed, reports = apply_measured(loaded.module, passes, sample)
     with tempfile.TemporaryDirectory(prefix="esr-graph-") as tmp:
-        raw = trace_onnx(deployed, Path(tmp) / "raw.onnx", height, width, dynamic, opset, batch=1 if dynamic else batch)
+        try:
+            raw = trace_onnx(deployed, Path(tmp) / "raw.onnx", height, width, dynamic, opset,
+                             batch=1 if dynamic else batch)
+        except Exception as err:  # torch's exporters raise many types; the first line names the op
+            reason = export_failure(err)
+            if dynamic and traces_static(deployed, Path(tmp) / "static.onnx", height, width, opset):
+                raise DynamicShapeError(f"{descriptor.name}: does not export with dynamic H/W ({reason}); "
+                                        f"static shapes export (esr export without --dynamic)") from None
+            raise EsrError(f"{descriptor.name}: cannot export to ONNX ({reason}){aligned_hint(descriptor, height, width)}") \
+                from None
         try:
             graph = finalize_onnx(onnx.load(str(raw)))
         except onnx.checker.ValidationError as err:
-            raise EsrError(f"{descriptor.name}: the exported graph is invalid ({str(err).strip().splitlines()[0]})") \
-                from None
+            raise EsrError(f"{descriptor.name}: the exported graph is invalid ({first_line(err)})") from None
+    if dynamic:
+        check_dynamic(graph, deployed, height, width)
     described = graph_descriptor(descriptor, passes, dynamic)
     return DeployGraph(write_metadata(graph, described), described, tuple(shape), dynamic, reports, deployed)
+
+
+def export_failure(err: BaseException) -> str:
+    """The reason in a torch exporter error, in one short line (the op; no graph dump, no links)."""
+    reason = first_line(err)
+    for tail in (" [Caused by", " Please feel free to request support", " Please report a bug"):
+        reason = reason.split(tail)[0]
+    return reason.rstrip(". ")[:200]
+
+
+def aligned_hint(descriptor: ModelDescriptor, height: int, width: int) -> str:
+    """A hint naming the input size the model computes on natively when ``height x width`` is not it
+    (some ops export only on it), else empty."""
+    from esr.backends.base import input_size
+
+    aligned = input_size(descriptor.replace(pads_inside=False), height, width)
+    if aligned == (height, width):
+        return ""
+    return f"; it computes on {aligned[0]}x{aligned[1]} inputs natively: that static shape may export"
+
+
+def traces_static(model: nn.Module, path: Path, height: int, width: int, opset: int) -> bool:
+    """Whether ``model`` exports at the static shape ``height x width`` (after a dynamic export failed)."""
+    try:
+        trace_onnx(model, path, height, width, False, opset)
+    except Exception:  # any exporter failure: it does not export at all
+        return False
+    return True
+
+
+class DynamicShapeError(EsrError):
+    """The model exports, but not with symbolic H/W: the traced graph keeps the trace size
+    somewhere (a reshape to a window grid, a constant mask, an adaptive pooling size)."""
+
+
+DYNAMIC_PROBE_STEP = (7, 13)
+"""A dynamic graph traced at H x W is also run at (H + 7) x (W + 13): unaligned, different in both sides."""
+DYNAMIC_TOL = 1e-3
+"""Max abs difference to the torch model (relative to its output's magnitude, at least 1) at the probe size."""
+
+
+def check_dynamic(graph: onnx.ModelProto, model: nn.Module, height: int, width: int) -> None:
+    """Run ``graph`` with onnxruntime at a size other than the trace size and compare with ``model``;
+    :class:`DynamicShapeError` naming the reason when the graph does not follow the input size."""
+    import onnxruntime as ort
+
+    from esr.backends.sessions import ort_session
+
+    name = model.descriptor.name
+    probe_h, probe_w = height + DYNAMIC_PROBE_STEP[0], width + DYNAMIC_PROBE_STEP[1]
+    x = torch.rand(1, model.descriptor.in_channels, probe_h, probe_w, generator=torch.Generator().manual_seed(1))
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4  # the failure is reported below, in one line
+    try:
+        actual = ort_session(graph, threads=1).run(None, {INPUT_NAME: x.numpy()}, quiet)[0]
+    except Exception as err:  # onnxruntime raises its own types; a baked reshape fails here
+        raise DynamicShapeError(f"{name}: does not export with dynamic H/W: at {probe_h}x{probe_w} the graph "
+                                f"fails ({first_line(err)[:160]}); static shapes export (esr export without --dynamic)") from None
+    with torch.no_grad():
+        expected = model(x).numpy()
+    diff = float(abs(actual - expected).max()) if actual.shape == expected.shape else float("inf")
+    if diff > DYNAMIC_TOL * max(1.0, float(abs(expected).max())):
+        raise DynamicShapeError(f"{name}: does not export with dynamic H/W: at {probe_h}x{probe_w} the graph "
+                                f"differs from PyTorch by {diff:.3g}: it keeps the trace size; static shapes export "
+                                f"(esr export without --dynamic)")

@@ -9,9 +9,14 @@ Nothing else calls these: the deploy-graph builder is the one way to an ONNX gra
 """
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 import warnings
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import onnx
 import torch
@@ -62,6 +67,27 @@ def aligned_shape(model: nn.Module, height: int, width: int) -> tuple[int, int]:
     return align(height), align(width)
 
 
+@contextmanager
+def exporter_log_discarded() -> Iterator[None]:
+    """Send file descriptor 1 to a discarded temp file while torch's TorchScript exporter runs.
+
+    That exporter switches its C++ log on for every export (torch 2.x reads a function object as
+    the "already enabled" flag) and, when an op does not convert, writes the whole IR graph to
+    stdout before raising; esr reports the error in one line instead (:func:`trace_onnx`'s caller).
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 1)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 1)
+    finally:
+        os.close(saved)
+
+
 def trace_onnx(model: nn.Module, path: str | Path, height: int, width: int, dynamic: bool, opset: int,
                batch: int = 1) -> Path:
     """Trace ``model`` (float NCHW in, upscaled out; carrying ``.descriptor``) to a raw ONNX file at ``path``.
@@ -77,7 +103,7 @@ def trace_onnx(model: nn.Module, path: str | Path, height: int, width: int, dyna
     sample = torch.rand(batch, model.descriptor.in_channels, height, width, generator=torch.Generator().manual_seed(0))
     axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
             OUTPUT_NAME: {0: "batch", 2: "out_height", 3: "out_width"}}
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), exporter_log_discarded():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", UserWarning)  # the legacy exporter's constant-folding notes
         warnings.simplefilter("ignore", DeprecationWarning)  # dynamo=False is chosen: PadCrop needs the tracer

@@ -6,18 +6,9 @@ import json
 import sys
 from pathlib import Path
 
+from esr.cli.shapes import DEFAULT_HW, for_model, shape_arg, text
+
 HELP = "per-layer roofline analysis and predicted latency of a model's deploy graph on a hardware profile"
-
-
-def parse_shape(text: str) -> tuple[int, int, int, int]:
-    """``"1x3x256x256"`` -> (1, 3, 256, 256); argparse type."""
-    try:
-        dims = tuple(int(d) for d in text.lower().split("x"))
-    except ValueError:
-        dims = ()
-    if len(dims) != 4 or dims[1] != 3 or min(dims) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected Nx3xHxW, e.g. 1x3x256x256")
-    return dims
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +19,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hw", default="local",
                         help="hardware profile: local (this machine, measured), h100, a100, l4, rtx3090, rtx4090, "
                              "jetson-agx-orin, orin-nano (default local)")
-    parser.add_argument("--shape", type=parse_shape, default=(1, 3, 256, 256), help="input NxCxHxW (default 1x3x256x256)")
+    parser.add_argument("--shape", type=shape_arg, default=(1, None, *DEFAULT_HW),
+                        help="input NxCxHxW or HxW (channels: the model's; default 256x256)")
     parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
                         help="bytes per element and peak used (default fp32)")
     parser.add_argument("--recipe", default="default",
@@ -93,9 +85,10 @@ def run(args: argparse.Namespace) -> int:
     if args.factors_from:
         hw = hw.with_factors_from(get_profile(args.factors_from, threads))
     if args.shape[0] != 1:
-        raise EsrError(f"--shape {'x'.join(map(str, args.shape))}: only batch 1 is analysed")
+        raise EsrError(f"--shape {text(args.shape)}: only batch 1 is analysed")
     loaded = open_model(name, scale=args.scale, allow_untrained=True)
-    graph = build_deploy_graph(loaded, args.recipe, args.shape, dynamic=False)
+    shape = for_model(args.shape, loaded.descriptor, "--shape")
+    graph = build_deploy_graph(loaded, args.recipe, shape, dynamic=False)
     try:
         layers = analyze_graph(graph.model, args.precision)
     except ValueError as err:
@@ -109,10 +102,10 @@ def run(args: argparse.Namespace) -> int:
         from esr.analyze.plot import roofline_plot
 
         roofline_plot(rows, hw, args.precision, args.plot, sources, args.overwrite,
-                      title=f"{name} {args.shape[2]}x{args.shape[3]} on {hw.name}")
+                      title=f"{name} {shape[2]}x{shape[3]} on {hw.name}")
     if args.json:
         print(json.dumps({"model": name, "hw": hw.name, "calibrated": hw.calibrated, "precision": args.precision,
-                          "shape": list(args.shape), "passes": graph.recipe, "trained": loaded.descriptor.trained,
+                          "shape": list(shape), "passes": graph.recipe, "trained": loaded.descriptor.trained,
                           "note": note, "totals": summary,
                           "layers": [row.to_json() for row in rows]}))
     else:

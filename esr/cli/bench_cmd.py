@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from esr.cli.analyze_cmd import parse_shape
+from esr.cli.shapes import DEFAULT_HW, for_model, shape_arg
 
 HELP = "time a model on the registered backends (warm-up, N runs, median and p90, machine recorded)"
 
@@ -23,8 +23,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=backend_precisions(), default=None,
                         help="precision to require (default: the backend's own; a graph's is read from it, "
                              "an INT8 QDQ graph runs int8)")
-    parser.add_argument("--shape", type=parse_shape, action="append", default=None,
-                        help="input NxCxHxW, repeatable (default 1x3x256x256)")
+    parser.add_argument("--shape", type=shape_arg, action="append", default=None,
+                        help="input NxCxHxW or HxW (channels: the model's), repeatable (default 256x256)")
     parser.add_argument("--runs", type=int, default=10, help="timed runs (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed warm-up runs (default 2)")
     parser.add_argument("--threads", type=int, default=0,
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     spec = args.model or DEFAULT_MODEL
     loaded = open_model(spec, scale=args.scale, allow_untrained=True)
     names = backend_names() if args.backend == "all" else [args.backend or default_backend_for(loaded)]
-    shapes = args.shape or [(1, 3, 256, 256)]
+    shapes = [for_model(shape, loaded.descriptor, "--shape") for shape in args.shape or [(1, None, *DEFAULT_HW)]]
     machine = machine_info()
     records = []
     for name in names:
