@@ -1,13 +1,14 @@
 """The one deploy-graph builder: :func:`build_deploy_graph`.
 
 recipe (:mod:`esr.plugins` passes) -> ONNX trace -> checker -> shape inference -> onnxslim ->
-metadata (the model's :class:`esr.descriptor.ModelDescriptor` with the recipe, precision,
+one onnxruntime run against the torch model (a dynamic graph at a second size) -> metadata (the model's :class:`esr.descriptor.ModelDescriptor` with the recipe, precision,
 graph size limits, source sha256, trained flag and esr version in ``metadata_props``).
 ``esr export``, ``esr analyze``, ``esr quantize`` and the backends' on-the-fly cache
 (:mod:`esr.backends.graph_cache`) all call it: the graph that is measured is the graph that is shipped.
 """
 from __future__ import annotations
 
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,10 +58,12 @@ class DeployGraph:
 
 def graph_descriptor(descriptor: ModelDescriptor, passes: list[str], dynamic: bool) -> ModelDescriptor:
     """The descriptor of a graph exported from a model with ``descriptor``: recipe and fp32 recorded;
-    a dynamic graph pads inside (:class:`esr.export.onnx_export.PadCrop`) from ``MIN_DYNAMIC_SIZE`` up."""
+    a dynamic graph pads inside (:class:`esr.export.onnx_export.PadCrop`, reflect: the pad must stay
+    below the side, so sides start at ``MIN_DYNAMIC_SIZE`` and above half the size multiple)."""
     graph = descriptor.replace(recipe=tuple(passes), precision="fp32")
     if dynamic:
-        graph = graph.replace(min_size=max(descriptor.min_size, MIN_DYNAMIC_SIZE), pads_inside=True)
+        min_size = max(descriptor.min_size, MIN_DYNAMIC_SIZE, descriptor.size_multiple // 2 + 1)
+        graph = graph.replace(min_size=min_size, pads_inside=True)
     return graph
 
 
@@ -82,8 +85,9 @@ def build_deploy_graph(model: LoadedModel | nn.Module, recipe: str | list[str] =
 
     Raises:
         EsrError: unknown pass name, wrong channel count, an op torch cannot export (one line naming
-            it), or a graph the checker rejects; :class:`DynamicShapeError` when a dynamic graph does
-            not follow the input size (checked by running it once at another size).
+            it), a graph the checker rejects, or one that does not compute what the model does (every
+            graph is run once, :func:`check_graph`); :class:`DynamicShapeError` when a dynamic graph
+            does not follow the input size (it is run at a second size) but a static one exports.
     """
     loaded = open_model(model, allow_untrained=True)
     if loaded.kind != "module":
@@ -116,8 +120,7 @@ def build_deploy_graph(model: LoadedModel | nn.Module, recipe: str | list[str] =
             graph = finalize_onnx(onnx.load(str(raw)))
         except onnx.checker.ValidationError as err:
             raise EsrError(f"{descriptor.name}: the exported graph is invalid ({first_line(err)})") from None
-    if dynamic:
-        check_dynamic(graph, deployed, height, width)
+    check_graph(graph, deployed, (batch, channels, height, width), dynamic)
     described = graph_descriptor(descriptor, passes, dynamic)
     return DeployGraph(write_metadata(graph, described), described, tuple(shape), dynamic, reports, deployed)
 
@@ -156,32 +159,39 @@ class DynamicShapeError(EsrError):
 
 
 DYNAMIC_PROBE_STEP = (7, 13)
-"""A dynamic graph traced at H x W is also run at (H + 7) x (W + 13): unaligned, different in both sides."""
-DYNAMIC_TOL = 1e-3
-"""Max abs difference to the torch model (relative to its output's magnitude, at least 1) at the probe size."""
+"""A dynamic graph traced at H x W is checked at (H + 7) x (W + 13): unaligned, different in both sides."""
+CHECK_TOL = 1e-3
+"""Max abs difference to the torch model (relative to its output's magnitude, at least 1) when a
+new graph is checked; a sanity bound for gross export errors (``esr export`` measures parity at 1e-4)."""
 
 
-def check_dynamic(graph: onnx.ModelProto, model: nn.Module, height: int, width: int) -> None:
-    """Run ``graph`` with onnxruntime at a size other than the trace size and compare with ``model``;
-    :class:`DynamicShapeError` naming the reason when the graph does not follow the input size."""
+def check_graph(graph: onnx.ModelProto, model: nn.Module, shape: tuple[int, int, int, int], dynamic: bool) -> None:
+    """Run a new graph once with onnxruntime and compare it with ``model``: a static graph at its
+    shape, a dynamic one (traced at ``shape``) at another size. EsrError naming the failing op or the
+    difference; :class:`DynamicShapeError` when only the dynamic graph is wrong (it keeps its trace size)."""
     import onnxruntime as ort
 
     from esr.backends.sessions import ort_session
 
     name = model.descriptor.name
-    probe_h, probe_w = height + DYNAMIC_PROBE_STEP[0], width + DYNAMIC_PROBE_STEP[1]
-    x = torch.rand(1, model.descriptor.in_channels, probe_h, probe_w, generator=torch.Generator().manual_seed(1))
+    batch, channels, height, width = shape
+    if dynamic:
+        batch, height, width = 1, height + DYNAMIC_PROBE_STEP[0], width + DYNAMIC_PROBE_STEP[1]
+    x = torch.rand(batch, channels, height, width, generator=torch.Generator().manual_seed(1))
     quiet = ort.RunOptions()
-    quiet.log_severity_level = 4  # the failure is reported below, in one line
+    quiet.log_severity_level = 4  # a failure is reported below, in one line
+    failure = DynamicShapeError if dynamic else EsrError
+    where = (f"does not export with dynamic H/W: at {height}x{width}" if dynamic
+             else f"the exported {height}x{width} graph is wrong:")
+    hint = "; static shapes export (esr export without --dynamic)" if dynamic else ""
     try:
         actual = ort_session(graph, threads=1).run(None, {INPUT_NAME: x.numpy()}, quiet)[0]
-    except Exception as err:  # onnxruntime raises its own types; a baked reshape fails here
-        raise DynamicShapeError(f"{name}: does not export with dynamic H/W: at {probe_h}x{probe_w} the graph "
-                                f"fails ({first_line(err)[:160]}); static shapes export (esr export without --dynamic)") from None
+    except Exception as err:  # onnxruntime raises its own types; a reshape to a traced size fails here
+        node = re.search(r"running (\w+) node", str(err))
+        what = f"a {node.group(1)} node fails" if node else f"onnxruntime fails ({first_line(err, 120)})"
+        raise failure(f"{name}: {where} {what}{hint}") from None
     with torch.no_grad():
         expected = model(x).numpy()
     diff = float(abs(actual - expected).max()) if actual.shape == expected.shape else float("inf")
-    if diff > DYNAMIC_TOL * max(1.0, float(abs(expected).max())):
-        raise DynamicShapeError(f"{name}: does not export with dynamic H/W: at {probe_h}x{probe_w} the graph "
-                                f"differs from PyTorch by {diff:.3g}: it keeps the trace size; static shapes export "
-                                f"(esr export without --dynamic)")
+    if diff > CHECK_TOL * max(1.0, float(abs(expected).max())):
+        raise failure(f"{name}: {where} it differs from PyTorch by {diff:.3g}{hint}")

@@ -68,22 +68,24 @@ def aligned_shape(model: nn.Module, height: int, width: int) -> tuple[int, int]:
 
 
 @contextmanager
-def exporter_log_discarded() -> Iterator[None]:
-    """Send file descriptor 1 to a discarded temp file while torch's TorchScript exporter runs.
+def native_output_discarded(fd: int) -> Iterator[None]:
+    """Send file descriptor ``fd`` (1: stdout, 2: stderr) to a discarded temp file meanwhile.
 
-    That exporter switches its C++ log on for every export (torch 2.x reads a function object as
-    the "already enabled" flag) and, when an op does not convert, writes the whole IR graph to
-    stdout before raising; esr reports the error in one line instead (:func:`trace_onnx`'s caller).
+    For native libraries that print what esr reports in one line anyway: torch's TorchScript
+    exporter switches its C++ log on for every export (torch 2.x reads a function object as the
+    "already enabled" flag) and dumps the whole IR graph to stdout when an op does not convert;
+    onnxslim's constant folding tries subgraphs in onnxruntime, whose failures (expected, handled)
+    onnxruntime logs to stderr.
     """
-    sys.stdout.flush()
-    saved = os.dup(1)
+    (sys.stdout if fd == 1 else sys.stderr).flush()
+    saved = os.dup(fd)
     try:
         with tempfile.TemporaryFile() as sink:
-            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), fd)
             try:
                 yield
             finally:
-                os.dup2(saved, 1)
+                os.dup2(saved, fd)
     finally:
         os.close(saved)
 
@@ -103,7 +105,7 @@ def trace_onnx(model: nn.Module, path: str | Path, height: int, width: int, dyna
     sample = torch.rand(batch, model.descriptor.in_channels, height, width, generator=torch.Generator().manual_seed(0))
     axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
             OUTPUT_NAME: {0: "batch", 2: "out_height", 3: "out_width"}}
-    with torch.no_grad(), warnings.catch_warnings(), exporter_log_discarded():
+    with torch.no_grad(), warnings.catch_warnings(), native_output_discarded(1):
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", UserWarning)  # the legacy exporter's constant-folding notes
         warnings.simplefilter("ignore", DeprecationWarning)  # dynamo=False is chosen: PadCrop needs the tracer
@@ -127,7 +129,8 @@ def finalize_onnx(raw: onnx.ModelProto) -> onnx.ModelProto:
     import onnxslim
 
     onnx.checker.check_model(raw)
-    slim = onnxslim.slim(onnx.shape_inference.infer_shapes(raw))
+    with native_output_discarded(2):
+        slim = onnxslim.slim(onnx.shape_inference.infer_shapes(raw))
     slim = onnx.shape_inference.infer_shapes(slim, strict_mode=True)
     onnx.checker.check_model(slim)
     return slim

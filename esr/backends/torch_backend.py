@@ -29,7 +29,9 @@ class TorchBackend:
             torch.set_num_threads(threads)
         self.descriptor = loaded.descriptor
         self.device = device
-        self.memory_format = torch.channels_last if device == "cpu" else torch.contiguous_format
+        tensors = [*loaded.module.parameters(), *loaded.module.buffers()]
+        five_d = any(tensor.dim() == 5 for tensor in tensors)  # torch would give them channels_last too, and fail
+        self.memory_format = torch.channels_last if device == "cpu" and not five_d else torch.contiguous_format
         self.model = copy.deepcopy(loaded.module).to(device=device, memory_format=self.memory_format).float().eval()
         if precision == "fp16" and device == "cpu":
             warnings.warn("fp16 is not supported on CPU; computing in fp32", stacklevel=3)

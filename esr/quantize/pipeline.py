@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import onnx
 
+from esr.backends.base import input_size
 from esr.channels import array_to_channels
 from esr.descriptor import ModelDescriptor, read_metadata, write_metadata
 from esr.errors import EsrError
@@ -130,9 +131,12 @@ def quantize_onnx(model: onnx.ModelProto, calib_dir: str, config: QuantConfig, p
     info = analyse(model)
     reordered = reorder_channels(info, info.units) if config.granularity == "sublayer" else {}
     fixed_hw = static_input_hw(model)
+    descriptor = descriptor or read_metadata(model)
     crop_hw = fixed_hw or (config.crop_size, config.crop_size)
+    if fixed_hw is None and descriptor is not None:  # grown to what the graph takes (min size, square)
+        crop_hw = input_size(descriptor, *crop_hw)
     crops = load_crops(calib_dir, config.num_calib, crop_hw, config.downscale, config.seed,
-                       exact=fixed_hw is not None)
+                       exact=crop_hw != (config.crop_size, config.crop_size) or fixed_hw is not None)
     crops = [array_to_channels(crop, input_channels(model)) for crop in crops]
     tensors = sorted({t for u in info.units for t in u.inputs + u.outputs})
     stats = collect_stats(info.model, tensors, crops, progress=progress, seed=config.seed)
@@ -171,7 +175,6 @@ def quantize_onnx(model: onnx.ModelProto, calib_dir: str, config: QuantConfig, p
         "fallback_trace": trace, "output_psnr_vs_fp32_db": fidelity,
         "reordered_convs": reordered, "units": units,
     }
-    descriptor = descriptor or read_metadata(model)
     if descriptor is not None:
         write_metadata(quantised, descriptor.replace(precision="int8"))
     return quantised, report
