@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 import urllib.request
 import warnings
 import zipfile
@@ -216,10 +217,12 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         obj = read_safetensors(path)
     else:
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch's note on a plain pickle's protocol: the error below says it
+                warnings.filterwarnings("ignore", message="Detected pickle protocol")
+                obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as err:
             raise EsrError(f"{path}: not a weights checkpoint: it holds Python objects other than tensors "
-                           f"({first_line(err)})") from None
+                           f"({refused_global(err)}); nothing in it was run") from None
         except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
             raise EsrError(f"{path}: corrupt or unreadable checkpoint ({first_line(err)})") from None
     if not isinstance(obj, dict):
@@ -229,6 +232,14 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     if not state_dict:
         raise EsrError(f"{path}: not a weights checkpoint (no tensors found)")
     return state_dict, meta
+
+
+def refused_global(err: pickle.UnpicklingError) -> str:
+    """What torch's weights-only unpickler refused (``GLOBAL getattr``, ...), from its long message."""
+    found = re.search(r"Unsupported (global|operand)[:\s]+(?:GLOBAL\s+)?([\w.]+)", str(err))
+    if not found:
+        return first_line(err, 120)
+    return f"refused {'global' if found.group(1) == 'global' else 'pickle opcode'} {found.group(2)}"
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:

@@ -68,9 +68,9 @@ def detect(state_dict: dict[str, torch.Tensor]) -> Any | None:
 
 
 def padded_input(x: torch.Tensor, descriptor: ModelDescriptor) -> torch.Tensor:
-    """``x`` (N, C, H, W) padded at the bottom/right to ``descriptor``'s size requirements (sides
-    >= ``min_size``, multiples of ``size_multiple``, equal when ``square``) as spandrel pads: reflect
-    as far as the side allows, the rest replicate (so outputs equal spandrel's own call).
+    """A new tensor: ``x`` (N, C, H, W) padded at the bottom/right to ``descriptor``'s size requirements
+    (sides >= ``min_size``, multiples of ``size_multiple``, equal when ``square``) as spandrel pads:
+    reflect as far as the side allows, the rest replicate (so outputs equal spandrel's own call).
 
     The amounts are Python ints, also while tracing: a static export gets constant shapes (some
     archs' ops export only with constant sizes, e.g. SAFMN's adaptive pooling); a dynamic export
@@ -83,11 +83,11 @@ def padded_input(x: torch.Tensor, descriptor: ModelDescriptor) -> torch.Tensor:
     if descriptor.square:
         target_h = target_w = max(target_h, target_w)
     pad_h, pad_w = target_h - height, target_w - width
-    if pad_h or pad_w:
-        reflect_h, reflect_w = min(pad_h, height - 1), min(pad_w, width - 1)
-        x = F.pad(x, (0, reflect_w, 0, reflect_h), mode="reflect")
-        x = F.pad(x, (0, pad_w - reflect_w, 0, pad_h - reflect_h), mode="replicate")
-    return x
+    if not (pad_h or pad_w):
+        return x.clone()  # some archs scale their input in place (spandrel's RCAN: x *= rgb_range)
+    reflect_h, reflect_w = min(pad_h, height - 1), min(pad_w, width - 1)
+    x = F.pad(x, (0, reflect_w, 0, reflect_h), mode="reflect")
+    return F.pad(x, (0, pad_w - reflect_w, 0, pad_h - reflect_h), mode="replicate")
 
 
 class SpandrelModel(nn.Module):
