@@ -1,4 +1,7 @@
-"""esr: deployment-oriented efficient super-resolution (RLFN, DITN).
+"""esr: deployment-oriented efficient super-resolution (RLFN, DITN, SPAN and any spandrel model).
+
+``esr.upscale(image)`` upscales a numpy array or PIL image and returns the same kind;
+``esr.Upscaler`` is the tiling engine behind it and ``esr upscale``.
 
 ``esr.load_model(name_or_path)`` returns a trained eval-mode model carrying ``.descriptor``
 (:class:`esr.descriptor.ModelDescriptor`); ``esr.build_model(name, scale)`` a fresh one;
@@ -15,7 +18,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_LAZY_ATTRS = {"load_model": "esr.loading", "open_model": "esr.loading", "build_model": "esr.archs.presets"}
+_LAZY_ATTRS = {"load_model": "esr.loading", "open_model": "esr.loading", "build_model": "esr.archs.presets",
+               "upscale": "esr.api", "Upscaler": "esr.upscaler", "create_backend": "esr.backends"}
 __all__ = ["__version__", *_LAZY_ATTRS]
 
 _SOURCE_ROOT = Path(__file__).resolve().parent.parent
@@ -25,6 +29,10 @@ if _IN_SOURCE_CHECKOUT:
     # A source checkout: top-level export/ and plugins/ are installed as esr.export / esr.plugins
     # (setup.cfg package_dir); importing from the working tree finds them beside esr/.
     __path__.append(str(_SOURCE_ROOT))  # noqa: F821  (the package's own __path__)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 
 def __getattr__(name: str) -> Any:

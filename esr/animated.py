@@ -95,10 +95,12 @@ def read_animation(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Animatio
                 frames.append(_rgba_image(frame))
                 durations.append(int(frame.info.get("duration", DEFAULT_DURATION_MS)))
                 disposals.append(int(getattr(frame, "disposal_method", 0) or 0))
+    except EsrError:
+        raise
     except PILImage.DecompressionBombError as err:
         raise _bad(path, str(err)) from None
-    except (OSError, ValueError, SyntaxError, EOFError) as err:
-        raise _bad(path, f"truncated or corrupt animation ({err})") from None
+    except Exception as err:  # noqa: BLE001  (Pillow's parsers raise struct.error, IndexError... on corrupt data)
+        raise _bad(path, f"truncated or corrupt animation ({type(err).__name__}: {err})") from None
     if any(f.alpha is not None for f in frames):  # alpha on every frame once any frame has it
         frames = [f if f.alpha is not None else Image(f.color, np.full(f.size, 255, np.uint8)) for f in frames]
     return Animation(format_name, frames, durations, loop, disposals)
@@ -186,10 +188,12 @@ def read_pages(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Image]:
         with PILImage.open(path) as handle:
             for page in ImageSequence.Iterator(handle):
                 check_pixels(path, page.size, max_pixels)
+    except EsrError:
+        raise
     except PILImage.DecompressionBombError as err:
         raise _bad(path, str(err)) from None
-    except (OSError, ValueError, SyntaxError, EOFError) as err:
-        raise _bad(path, f"truncated or corrupt TIFF ({err})") from None
+    except Exception as err:  # noqa: BLE001  (Pillow's parsers raise struct.error, IndexError... on corrupt data)
+        raise _bad(path, f"truncated or corrupt TIFF ({type(err).__name__}: {err})") from None
     ok, pages = cv2.imdecodemulti(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
     if not ok or not pages:
         raise _bad(path, "truncated or corrupt TIFF")

@@ -4,15 +4,19 @@ Exit codes (every command; ``docs/errors.md`` has the table per command):
 0 done; 1 some inputs failed (the rest were processed) or a check failed; 2 bad arguments,
 a bad model or a refused output file: nothing was done; 3/4 ``esr export --trt`` without
 TensorRT / TensorRT could not build; 70 an unexpected internal error (a bug: rerun with
-``--debug`` for the traceback); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM).
+``--debug`` for the traceback); 130 interrupted (Ctrl-C); 141 the reader of the output went away
+(``esr models | head -1``, no message); 143 terminated (SIGTERM).
 """
 from __future__ import annotations
+
+import re
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # some inputs failed, the rest were processed
 EXIT_USAGE = 2  # bad arguments or a bad model file: nothing was done
 EXIT_INTERNAL = 70  # an unexpected exception (EX_SOFTWARE): a bug, not a user error
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+EXIT_BROKEN_PIPE = 141  # stdout's reader closed the pipe (128 + SIGPIPE), as for other command-line tools
 EXIT_TERMINATED = 143  # SIGTERM (128 + SIGTERM)
 
 
@@ -28,9 +32,15 @@ class Terminated(KeyboardInterrupt):
     """Raised in the main thread on SIGTERM, so that it gets the same clean-up as Ctrl-C."""
 
 
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
 def one_line(text: str) -> str:
-    """``text`` with its lines joined by spaces (a message must never span or glue lines)."""
-    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    """``text`` with its lines joined by spaces (a message must never span or glue lines), without terminal
+    escape sequences or control characters (messages quote third-party errors and file names)."""
+    text = CONTROL.sub("?", ANSI_ESCAPE.sub("", str(text)).replace("\t", " "))
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 def first_line(err: BaseException, limit: int = 300) -> str:

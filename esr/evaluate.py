@@ -11,6 +11,7 @@ import torch.nn as nn
 
 from esr.backends import Backend, create_backend
 from esr.errors import EsrError
+from esr.image_io import DEFAULT_MAX_PIXELS, read_checked
 from esr.upscaler import Upscaler
 from esr.metrics import matlab_bicubic_downscale, mod_crop, psnr_ssim_y
 
@@ -41,9 +42,11 @@ def find_pairs(data_dir: str | Path, scale: int) -> list[EvalPair]:
     return pairs
 
 
-def read_bgr_uint8(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 BGR; EsrError naming the file if it cannot be decoded."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+def read_bgr_uint8(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """(H, W, 3) uint8 BGR; EsrError (exit 1) naming the file if it cannot be decoded or its header
+    says it is over ``max_pixels`` (0: no limit; checked before decoding)."""
+    data, _ = read_checked(path, max_pixels)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise EsrError(f"{path}: cannot decode image", exit_code=1)
     return image
@@ -57,11 +60,12 @@ class ImageScore:
 
 
 def evaluate(model: nn.Module | Backend, data_dir: str | Path, scale: int | None = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
     """Run ``model`` (a module with a descriptor, run by the torch backend on its device, or any
     :mod:`esr.backends` backend) on every LR image of ``data_dir`` and score it against the HR.
     Whole images are upscaled in one pass (no tiling), as the reference protocol does.
     ``scale``: the model's (from its descriptor) unless given; a different one is an EsrError.
+    ``max_pixels``: largest image (width x height) decoded, from its header (0: no limit).
 
     Returns:
         ``{"dataset", "scale", "psnr_y", "ssim_y", "images": [{"name", "psnr_y", "ssim_y"}, ...]}``
@@ -77,9 +81,12 @@ def evaluate(model: nn.Module | Backend, data_dir: str | Path, scale: int | None
     pairs = find_pairs(data_dir, scale)
     upscaler = Upscaler(model, tile=0, memory_budget=sys.maxsize)
     scores = []
-    for pair in tqdm(pairs, desc=f"eval x{scale}", disable=not progress, leave=False):
-        hr = mod_crop(read_bgr_uint8(pair.hr_path), scale)
-        lr = read_bgr_uint8(pair.lr_path) if pair.lr_path else matlab_bicubic_downscale(hr, scale)
+    for pair in tqdm(pairs, desc=f"eval x{scale}", disable=None if progress else True, leave=False):
+        hr = mod_crop(read_bgr_uint8(pair.hr_path, max_pixels), scale)
+        if min(hr.shape[:2]) <= 2 * scale:  # the score crops `scale` pixels at each border
+            raise EsrError(f"{pair.hr_path}: HR image too small to score at x{scale} "
+                           f"(needs more than {2 * scale} pixels per side)", exit_code=1)
+        lr = read_bgr_uint8(pair.lr_path, max_pixels) if pair.lr_path else matlab_bicubic_downscale(hr, scale)
         if lr.shape[0] * scale != hr.shape[0] or lr.shape[1] * scale != hr.shape[1]:
             raise EsrError(f"{pair.lr_path}: LR size {lr.shape[1]}x{lr.shape[0]} is not HR/{scale}", exit_code=1)
         sr = upscaler.upscale_array(np.ascontiguousarray(lr[..., ::-1]))[..., ::-1]

@@ -157,6 +157,23 @@ def write_bytes_atomically(path: str | Path, data: bytes, overwrite: bool = True
     return replace_atomically(path, lambda tmp: Path(tmp).write_bytes(data), overwrite)
 
 
+def write_bytes_if_changed(path: str | Path, data: bytes) -> Path:
+    """:func:`write_bytes_atomically` unless ``path`` already holds exactly ``data`` (then it is left alone,
+    mtime included: re-running finished work changes nothing)."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        return path
+    return write_bytes_atomically(path, data)
+
+
+def append_atomically(path: str | Path, text: str) -> Path:
+    """Append ``text`` to a small file esr owns (a log such as ``val_curve.jsonl``): the old content plus
+    ``text`` go to a temp file that replaces it, so a kill never leaves half a line."""
+    path = Path(path)
+    old = path.read_bytes() if path.is_file() else b""
+    return write_bytes_atomically(path, old + text.encode())
+
+
 def write_output_bytes(path: str | Path, data: bytes, sources: Iterable[str | Path] = (),
                        overwrite: bool = False, exit_code: int = EXIT_USAGE) -> Path:
     """:func:`write_output` for a bytes payload."""

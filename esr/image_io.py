@@ -97,7 +97,7 @@ def _open_header(data: bytes, path: Path, max_pixels: int) -> Header:
                           handle.info.get("icc_profile") or None)
 
 
-def _header(data: bytes, path: Path, max_pixels: int) -> Header:
+def read_header(data: bytes, path: Path, max_pixels: int) -> Header:
     """The :class:`Header` of ``data``; EsrError if it is not an image or is over ``max_pixels``."""
     from PIL import Image as PILImage
     from PIL import UnidentifiedImageError
@@ -134,6 +134,18 @@ def apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(transposed[orientation](array)) if orientation in transposed else array
 
 
+def read_checked(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[bytes, Header]:
+    """(the file's bytes, its :class:`Header`); EsrError (exit 1) if it cannot be read, is empty, is not an
+    image, or its header says it is over ``max_pixels`` (0: no limit). Nothing is decoded yet."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise EsrError(f"{path}: cannot read ({err.strerror or err})", exit_code=1) from None
+    if not data:
+        raise EsrError(f"{path}: empty file (0 bytes)", exit_code=1)
+    return data, read_header(data, path, max_pixels)
+
+
 def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
     """Decode ``path`` (PNG, JPEG, WebP, BMP, TIFF) into an :class:`Image`.
 
@@ -142,13 +154,7 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
     limit), and sample types other than 8/16-bit integers.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise EsrError(f"{path}: cannot read ({err.strerror or err})", exit_code=1) from None
-    if not data:
-        raise EsrError(f"{path}: empty file (0 bytes)", exit_code=1)
-    header = _header(data, path, max_pixels)
+    data, header = read_checked(path, max_pixels)
     try:
         decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as err:

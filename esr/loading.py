@@ -14,10 +14,8 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import re
 import urllib.request
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Union
@@ -28,8 +26,9 @@ import torch.nn as nn
 import esr.archs  # noqa: F401  (registers archs and detectors)
 from esr.archs.presets import build_model
 from esr.descriptor import ModelDescriptor, read_metadata
-from esr.errors import EsrError, first_line
+from esr.errors import EsrError
 from esr.fileio import replace_atomically
+from esr.limits import build_arch
 from esr.registry import ARCH_REGISTRY, DETECTOR_REGISTRY, Registry
 from esr.spandrel_adapter import spandrel_loader
 from esr.zoo import PRESETS, ZOO, ZooEntry
@@ -56,7 +55,8 @@ class LoadedModel:
 
     ``kind`` is ``module`` (``module`` set: eval mode and on the CPU when a loader made it; a module
     passed in is used as given, backends and the graph builder work on eval-mode copies), ``onnx``
-    or ``engine`` (``path`` set).
+    or ``engine`` (``path`` set). ``path`` is also set for a module read from a checkpoint file: the
+    source model that no output may replace.
     """
 
     descriptor: ModelDescriptor
@@ -178,7 +178,7 @@ def download(url: str, dest: Path, sha256: str) -> Path:
     def fetch(tmp: str) -> None:
         with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name) as bar:
+            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=None) as bar:
                 for chunk in iter(lambda: response.read(1 << 16), b""):
                     out.write(chunk)
                     bar.update(len(chunk))
@@ -201,9 +201,34 @@ def resolve_zoo_weights(entry: ZooEntry) -> Path:
     return download(entry.url, cache_dir() / "weights" / entry.filename, entry.sha256)
 
 
+def verify_zoo_weights(entry: ZooEntry, path: Path) -> str:
+    """``path``'s sha256 if it is the zoo's file for ``entry``; EsrError (exit 2) saying what to do otherwise.
+
+    Hashing the 2 MB embedded file takes about 2 ms, under a tenth of loading it, so it is hashed
+    at every load (the digest is the descriptor's ``source_sha256`` too) rather than cached.
+    """
+    actual = sha256_of(path)
+    if actual != entry.sha256:
+        if path.parent == EMBEDDED_WEIGHTS_DIR:
+            fix = "the copy installed with esr is damaged: reinstall esr"
+        elif path.parent == cache_dir() / "weights":
+            fix = "delete it and esr downloads the release again"
+        else:
+            fix = f"replace it with the release file {entry.url}, or pass your own weights by path (--model FILE)"
+        raise EsrError(f"{path}: not the zoo's {entry.name} weights (sha256 {actual}, expected {entry.sha256}); {fix}")
+    return actual
+
+
+def _first_line(err: BaseException, limit: int = 160) -> str:
+    """The first line of ``err``'s message; a long one cut after its first sentence."""
+    text = str(err).strip()
+    line = text.splitlines()[0] if text else type(err).__name__
+    end = line.find(". ", 40)
+    return line[:end + 1] if len(line) > limit and end > 0 else line
+
+
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    """Read a checkpoint file safely: ``.safetensors`` by ``safetensors``, anything else by
-    ``torch.load(weights_only=True)`` (a pickle holding code or other objects is refused unrun).
+    """Read a checkpoint file safely.
 
     Returns:
         (state_dict, esr_meta): the unwrapped tensor dict and esr's arch metadata if present.
@@ -213,44 +238,17 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise EsrError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise EsrError(f"{path}: empty file (0 bytes)")
-    if path.suffix.lower() == ".safetensors":
-        obj = read_safetensors(path)
-    else:
-        try:
-            with warnings.catch_warnings():  # torch's note on a plain pickle's protocol: the error below says it
-                warnings.filterwarnings("ignore", message="Detected pickle protocol")
-                obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as err:
-            raise EsrError(f"{path}: not a weights checkpoint: it holds Python objects other than tensors "
-                           f"({refused_global(err)}); nothing in it was run") from None
-        except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
-            raise EsrError(f"{path}: corrupt or unreadable checkpoint ({first_line(err)})") from None
+    reader = CHECKPOINT_READERS.get(path.suffix.lower(), read_torch_file)
+    obj = reader(path)
     if not isinstance(obj, dict):
         raise EsrError(f"{path}: not a weights checkpoint (holds a {type(obj).__name__}, not a dict of tensors)")
-    meta = obj.get(ESR_META_KEY) if isinstance(obj.get(ESR_META_KEY), dict) else None
+    meta = obj.get(ESR_META_KEY)
+    if meta is not None and not isinstance(meta, dict):
+        raise EsrError(f"{path}: malformed {ESR_META_KEY} metadata (a {type(meta).__name__}, not a mapping)")
     state_dict = unwrap_state_dict(obj)
     if not state_dict:
         raise EsrError(f"{path}: not a weights checkpoint (no tensors found)")
     return state_dict, meta
-
-
-def refused_global(err: pickle.UnpicklingError) -> str:
-    """What torch's weights-only unpickler refused (``GLOBAL getattr``, ...), from its long message."""
-    found = re.search(r"Unsupported (global|operand)[:\s]+(?:GLOBAL\s+)?([\w.]+)", str(err))
-    if not found:
-        return first_line(err, 120)
-    return f"refused {'global' if found.group(1) == 'global' else 'pickle opcode'} {found.group(2)}"
-
-
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a ``.safetensors`` file (a format that holds only tensors); EsrError if corrupt."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as err:
-        raise EsrError(f"{path}: corrupt or unreadable safetensors file ({first_line(err)})") from None
 
 
 def unwrap_state_dict(obj: dict) -> dict[str, torch.Tensor]:
@@ -271,6 +269,49 @@ def unwrap_state_dict(obj: dict) -> dict[str, torch.Tensor]:
     return state_dict
 
 
+def read_torch_file(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` on the CPU; any failure is one EsrError line naming the file."""
+    try:
+        with warnings.catch_warnings():  # torch warns about unusual pickle protocols: the result, or the error, says it
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = _unpickler_reason(err)
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+        if "global" in reason.lower() or head.startswith((b"\x80", b"PK\x03\x04")):  # a pickle, or torch's zip
+            raise EsrError(f"{path}: not a weights checkpoint: it holds Python objects other than tensors, "
+                           f"which esr never unpickles ({reason})") from None
+        raise EsrError(f"{path}: corrupt or unreadable checkpoint ({reason})") from None
+    except Exception as err:  # noqa: BLE001  (arbitrary bytes make torch raise KeyError, EOFError, zip errors...)
+        raise EsrError(f"{path}: corrupt or unreadable checkpoint ({type(err).__name__}: {_first_line(err)})") from None
+
+
+def _unpickler_reason(err: pickle.UnpicklingError) -> str:
+    """The weights-only unpickler's own reason (``Unsupported global: GLOBAL io.open ...``), without torch's advice."""
+    text = str(err)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        rest = text.split(marker, 1)[1].strip()
+        reason = rest.split("\n", 1)[0].strip()
+        return reason.split(". ", 1)[0].rstrip(".") if reason else _first_line(err)
+    return _first_line(err)
+
+
+def read_safetensors_file(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file (a format that holds tensors only); one EsrError line if corrupt."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as err:  # noqa: BLE001  (SafetensorError, OSError, ...)
+        raise EsrError(f"{path}: corrupt or unreadable safetensors file ({_first_line(err)})") from None
+
+
+CHECKPOINT_READERS: dict[str, Callable[[Path], Any]] = {".safetensors": read_safetensors_file}
+"""File suffix -> reader returning the file's object (any other suffix: :func:`read_torch_file`)."""
+
+
 def save_checkpoint(model: nn.Module, path: str | Path) -> Path:
     """Save ``{"params": state_dict, "esr_arch": {...}}`` atomically (temp file + rename); loadable by :func:`load_model`."""
     arch = type(model).__name__
@@ -282,52 +323,91 @@ def save_checkpoint(model: nn.Module, path: str | Path) -> Path:
 
 def detect_arch(state_dict: dict[str, torch.Tensor]) -> tuple[str, dict] | None:
     """(arch name, constructor kwargs) read from tensor shapes by esr's detectors, or None."""
-    for _, detector in DETECTOR_REGISTRY.items():
-        found = detector(state_dict)
+    for name, detector in DETECTOR_REGISTRY.items():
+        try:
+            found = detector(state_dict)
+        except (KeyError, IndexError, ValueError, TypeError, AttributeError) as err:
+            raise ValueError(f"looks like {name} but is incomplete or malformed "
+                             f"({type(err).__name__}: {_first_line(err)})") from None
         if found is not None:
             return found
     return None
 
 
-def build_loaded(arch: str, kwargs: dict, state_dict: dict[str, torch.Tensor], source: str) -> nn.Module:
-    """``arch(**kwargs)`` with ``state_dict`` loaded strictly; EsrError naming ``source`` if it does not fit."""
-    model = ARCH_REGISTRY.get(arch)(**kwargs)
+def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> nn.Module:
+    """``model`` with ``state_dict`` loaded strictly, in eval mode; EsrError naming ``source`` if it does not fit."""
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as err:
-        lines = str(err).strip().splitlines()
-        raise EsrError(f"{source}: weights do not fit {arch}{kwargs}: {' '.join(lines[1:2]) or lines[0]}") from None
+        lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(err).__name__
+        raise EsrError(f"{source}: weights do not fit {type(model).__name__}: {detail}") from None
     return model.eval()
+
+
+def build_loaded(arch: str, kwargs: dict, state_dict: dict[str, torch.Tensor], source: str) -> nn.Module:
+    """``arch(**kwargs)`` (hyperparameters checked first, :mod:`esr.limits`) with ``state_dict`` loaded strictly."""
+    return load_weights(build_arch(arch, kwargs, source), state_dict, source)
 
 
 @CHECKPOINT_LOADERS.register(name="esr")
 def esr_checkpoint_loader(state_dict: dict[str, torch.Tensor], path: Path) -> nn.Module | None:
     """esr's detectors (:data:`esr.registry.DETECTOR_REGISTRY`): RLFN, DITN and SPAN layouts."""
-    found = detect_arch(state_dict)
+    try:
+        found = detect_arch(state_dict)
+    except ValueError as err:
+        raise EsrError(f"{path}: {err}") from None
     return build_loaded(*found, state_dict, str(path)) if found is not None else None
 
 
 CHECKPOINT_LOADERS.register(spandrel_loader, name="spandrel")
 
 
+def esr_meta_arch(meta: dict[str, Any], path: Path) -> tuple[str, dict[str, Any]]:
+    """(arch, kwargs) of an esr checkpoint's ``esr_arch`` metadata; EsrError if it is malformed."""
+    arch, kwargs = meta.get("arch"), meta.get("kwargs")
+    if not isinstance(arch, str) or not isinstance(kwargs, dict):
+        raise EsrError(f"{path}: malformed {ESR_META_KEY} metadata (needs 'arch': a name and 'kwargs': a mapping)")
+    return arch, dict(kwargs)
+
+
+def run_checkpoint_loaders(state_dict: dict[str, torch.Tensor], path: Path) -> tuple[nn.Module, str] | None:
+    """(the first module a :data:`CHECKPOINT_LOADERS` entry makes of ``state_dict``, that loader's name), or None.
+
+    A loader's failure on a malformed state dict is one EsrError line naming the file and the loader
+    (the traceback stays available with ``--debug``).
+    """
+    for name, loader in CHECKPOINT_LOADERS.items():
+        try:
+            model = loader(state_dict, path)
+        except EsrError:
+            raise
+        except Exception as err:  # noqa: BLE001  (third-party loaders raise anything on malformed weights)
+            raise EsrError(f"{path}: the {name} loader cannot load it ({type(err).__name__}: {_first_line(err)})") \
+                from err
+        if model is not None:
+            return model, name
+    return None
+
+
 def load_checkpoint_file(text: str, scale: int | None, allow_untrained: bool) -> LoadedModel:
     path = Path(text)
     state_dict, meta = read_checkpoint(path)
     if meta is not None:
-        model, loader_name = build_loaded(meta["arch"], dict(meta["kwargs"]), state_dict, str(path)), "esr"
+        model, loader = build_loaded(*esr_meta_arch(meta, path), state_dict, str(path)), "esr"
     else:
-        model, loader_name = next(((m, name) for name, loader in CHECKPOINT_LOADERS.items()
-                                   if (m := loader(state_dict, path)) is not None), (None, ""))
-        if model is None:
+        found = run_checkpoint_loaders(state_dict, path)
+        if found is None:
             sample = ", ".join(list(state_dict)[:4])
             raise EsrError(f"{path}: unrecognised architecture (first keys: {sample}); neither esr's archs "
                            f"({', '.join(ARCH_REGISTRY)}) nor the checkpoint loaders "
                            f"({', '.join(CHECKPOINT_LOADERS)}) know this layout")
+        model, loader = found
     if scale is not None and model.descriptor.scale != scale:
         raise EsrError(f"{path}: checkpoint is x{model.descriptor.scale}, but x{scale} was asked for")
-    model.descriptor = model.descriptor.replace(name=path.stem, source=f"checkpoint {path.name} (loader: {loader_name})",
+    model.descriptor = model.descriptor.replace(name=path.stem, source=f"checkpoint {path.name} (loader: {loader})",
                                                 source_sha256=sha256_of(path), trained=True)
-    return LoadedModel(model.descriptor, "module", module=model.eval())
+    return LoadedModel(model.descriptor, "module", module=model.eval(), path=path)
 
 
 def load_zoo(key: str, scale: int | None, allow_untrained: bool) -> LoadedModel:
@@ -335,11 +415,11 @@ def load_zoo(key: str, scale: int | None, allow_untrained: bool) -> LoadedModel:
     if scale is not None and scale != entry.scale:
         raise EsrError(f"{key}: model is x{entry.scale}, but x{scale} was asked for")
     path = resolve_zoo_weights(entry)
+    digest = verify_zoo_weights(entry, path)
     state_dict, _ = read_checkpoint(path)
-    model = build_model(entry.preset, entry.scale)
-    model.load_state_dict(state_dict, strict=True)
+    model = load_weights(build_model(entry.preset, entry.scale), state_dict, str(path))
     model.descriptor = model.descriptor.replace(name=entry.name, license=entry.license, source=entry.source,
-                                                source_sha256=sha256_of(path), trained=True)
+                                                source_sha256=digest, trained=True)
     return LoadedModel(model.descriptor, "module", module=model.eval())
 
 
@@ -370,8 +450,11 @@ def graph_precision(graph) -> str:
 def graph_input_dims(graph) -> list[int | str]:
     """Dims of the graph's single input (ints, or names for symbolic ones); EsrError-ready ValueError otherwise."""
     inputs = [i for i in graph.graph.input if i.name not in {t.name for t in graph.graph.initializer}]
-    if len(inputs) != 1 or len(inputs[0].type.tensor_type.shape.dim) != 4:
-        raise ValueError(f"expected one NCHW image input, found {len(inputs)} input(s)")
+    if len(inputs) != 1:
+        raise ValueError(f"expected one NCHW image input, found {len(inputs)} inputs")
+    rank = len(inputs[0].type.tensor_type.shape.dim)
+    if rank != 4:
+        raise ValueError(f"expected one NCHW image input, its input {inputs[0].name!r} has {rank} dimensions")
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
             for d in inputs[0].type.tensor_type.shape.dim]
 
@@ -385,10 +468,15 @@ def probe_onnx(graph, label: str) -> ModelDescriptor:
     _, channels, height, width = graph_input_dims(graph)
     channels = channels if isinstance(channels, int) else 3
     height, width = (height, width) if isinstance(height, int) and isinstance(width, int) else (64, 64)
-    session = ort_session(graph, threads=1)
-    out = session.run(None, {session.get_inputs()[0].name: np.zeros((1, channels, height, width), np.float32)})[0]
-    scale = out.shape[-1] // width
-    if out.ndim != 4 or scale < 1 or out.shape[-2] != height * scale:
+    session = ort_session(graph, threads=1, label=label)
+    try:
+        out = session.run(None, {session.get_inputs()[0].name: np.zeros((1, channels, height, width), np.float32)})[0]
+    except Exception as err:  # noqa: BLE001  (onnxruntime's own exception types)
+        raise EsrError(f"{label}: onnxruntime cannot run it on a 1x{channels}x{height}x{width} input "
+                       f"({_first_line(err)})") from None
+    out = np.asarray(out)
+    scale = out.shape[-1] // width if out.ndim == 4 else 0
+    if scale < 1 or out.shape[-2] != height * scale or out.shape[-1] != width * scale or out.shape[1] < 1:
         raise EsrError(f"{label}: output {tuple(out.shape)} for input 1x{channels}x{height}x{width} "
                        "is not an upscaled image")
     descriptor = ModelDescriptor(
@@ -420,7 +508,7 @@ def load_onnx_file(text: str, scale: int | None, allow_untrained: bool) -> Loade
     try:
         graph = onnx.load(str(path))
     except Exception as err:  # onnx raises protobuf/OS errors for bad files
-        raise EsrError(f"{path}: cannot read ONNX model ({type(err).__name__}: {first_line(err)})") from None
+        raise EsrError(f"{path}: cannot read ONNX model ({type(err).__name__}: {_first_line(err)})") from None
     return LoadedModel(describe_graph(graph, str(path)), "onnx", path=path)
 
 
@@ -441,7 +529,7 @@ def load_engine_file(text: str, scale: int | None, allow_untrained: bool) -> Loa
         try:
             descriptor = ModelDescriptor.from_metadata(json.loads(sidecar.read_text()).get("descriptor", {}))
         except (ValueError, AttributeError) as err:
-            raise EsrError(f"{sidecar}: unreadable engine sidecar ({first_line(err)})") from None
+            raise EsrError(f"{sidecar}: unreadable engine sidecar ({_first_line(err)})") from None
     if descriptor is None:
         descriptor = probe_engine(path)
     return LoadedModel(descriptor, "engine", path=path)

@@ -19,6 +19,13 @@ by removing the temp files and claims that killed runs left behind.
 Videos and animations (see :mod:`esr.media_kinds`) are upscaled after the images, one
 file at a time, each by its kind's runner with its own frame pipeline, under the same
 claims and output policy.
+
+One file's work is :func:`upscale_file`: :func:`begin_file` (claim the output, or skip it),
+:func:`process_file` (read -> upscale -> write atomically, or the kind's runner),
+:func:`end_file` (release the claim). The threaded image pipeline runs the same steps
+overlapped (:func:`write_output` is its write), videos and animations go through
+:func:`process_file`, and Ray actors (:mod:`esr.scale.ray_batch`) call :func:`upscale_file`.
+``--shard I/N`` (:mod:`esr.scale.shard`) keeps this process's part of the plan (:func:`select_shard`).
 """
 from __future__ import annotations
 
@@ -29,14 +36,16 @@ import warnings
 from collections import deque
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from esr import claims
 from esr.errors import EXIT_FAILED, EXIT_OK, EsrError, error_line, one_line
 from esr.fileio import file_id, same_file
-from esr.image_io import DEFAULT_MAX_PIXELS, read_image, write_image
+from esr.image_io import DEFAULT_MAX_PIXELS, Image, read_image, write_image
 from esr.media_kinds import IMAGE, KINDS, collected_suffixes, kind_of
+from esr.scale.shard import Shard
 from esr.video.options import VideoOptions
 
 if TYPE_CHECKING:
@@ -66,6 +75,9 @@ class BatchOptions:
     quiet: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
     video: VideoOptions = field(default_factory=VideoOptions)
+    shard: Shard | None = None  # this process's shard of the outputs (None: all)
+    ray: str | None = None  # None: no Ray; "": ray.init()'s default cluster; else its address
+    ray_actors: int = 0  # 0: one per GPU, else one per CPU, of the Ray cluster
 
 
 @dataclass(frozen=True)
@@ -151,10 +163,16 @@ def plan_batch(options: BatchOptions) -> Plan:
     kinds = [kind_of(item.path) for item in found]
     dests = [outdir / item.rel / f"{item.path.stem}{options.suffix}{kind.output_suffix(item.path, options)}"
              for item, kind in zip(found, kinds)]
-    planned = set(dests)
+    producers: dict[Path, set[Path]] = {}
+    for item, dest in zip(found, dests):
+        producers.setdefault(dest, set()).add(item.path.resolve())
+
+    def output_of_another(item: Found) -> bool:
+        return bool(producers.get(item.path.resolve(), set()) - {item.path.resolve()})
+
     earlier = [is_earlier_output(item, dest, options.suffix) for item, dest in zip(found, dests)]
     inputs = [(item, dest, kind.name) for item, dest, kind, ours in zip(found, dests, kinds, earlier)
-              if not (ours or (item.scanned and item.path.resolve() in planned))]
+              if not (ours or (item.scanned and output_of_another(item)))]
     protected = {file_id(item.path) for item, ours in zip(found, earlier) if not ours}
     claimed: dict[Path, Path] = {}
     for item, dest, kind in inputs:
@@ -176,6 +194,18 @@ def plan_batch(options: BatchOptions) -> Plan:
         else:
             plan.todo.append(Task(src, dest, replace=dest.exists(), kind=kind))
     return plan
+
+
+def select_shard(plan: Plan, shard: Shard | None, outdir: Path) -> Plan:
+    """The part of ``plan`` that ``shard`` owns (by relative output path); listing errors go to shard 0 only."""
+    if shard is None:
+        return plan
+    outdir = outdir.resolve()
+
+    def mine(tasks: list[Task]) -> list[Task]:
+        return [task for task in tasks if shard.owns(task.dest.relative_to(outdir).as_posix())]
+
+    return Plan(todo=mine(plan.todo), skipped=mine(plan.skipped), errors=plan.errors if shard.index == 0 else [])
 
 
 def check_writable(outdir: Path) -> None:
@@ -241,25 +271,86 @@ def _written(path: Path) -> bool:
         return False
 
 
+def failure_line(path: Path, err: Exception) -> str:
+    """The one ``error: PATH: reason`` line for a file that failed (EsrError messages name their file)."""
+    message = str(err) if isinstance(err, EsrError) else _reason(err)
+    return error_line(message if message.startswith(str(path)) else f"{path}: {message}")
+
+
 def report_failure(err: Exception, path: Path, counts: Counts, say: Callable[[str], None]) -> None:
     """Count a failed file and say one ``error: PATH: reason`` line."""
     counts.failed += 1
-    message = str(err) if isinstance(err, EsrError) else _reason(err)
-    say(error_line(message if message.startswith(str(path)) else f"{path}: {message}"))
+    say(failure_line(path, err))
+
+
+DONE, SKIPPED, BUSY = "done", "skipped", "busy"
+"""What became of a file that did not fail: written; skipped (its output is written); skipped, being
+written by another run."""
+
+
+def begin_file(task: Task, options: BatchOptions) -> str | None:
+    """Claim ``task``'s output (:mod:`esr.claims`) before its input is read: None to go ahead (the claim
+    is held until :func:`end_file`), else SKIPPED (written after this run's plan: by another run, or
+    before a retry) or BUSY (another live run holds it). OSError if the claim cannot be made."""
+    if not claims.try_claim(task.dest):
+        return BUSY
+    if options.overwrite or task.replace or not _written(task.dest):
+        return None
+    claims.release(task.dest)
+    return SKIPPED
+
+
+def end_file(task: Task) -> None:
+    """Release the claim :func:`begin_file` took (after the write, or after a failure)."""
+    claims.release(task.dest)
+
+
+def count_outcome(counts: Counts, outcome: str) -> None:
+    """Count a file that did not fail: DONE, SKIPPED or BUSY."""
+    counts.done += outcome == DONE
+    counts.skipped += outcome in (SKIPPED, BUSY)
+    counts.busy += outcome == BUSY
 
 
 def claim_output(task: Task, options: BatchOptions, counts: Counts) -> bool:
-    """Claim ``task``'s output (:mod:`esr.claims`): True to go ahead; False (counted as skipped) if
-    another run holds it, or wrote it after this run's plan. OSError if the claim cannot be made."""
-    if not claims.try_claim(task.dest):
-        counts.busy += 1
-        counts.skipped += 1
-        return False
-    if options.overwrite or task.replace or not _written(task.dest):
-        return True
-    claims.release(task.dest)  # another run wrote it after this run's plan
-    counts.skipped += 1
-    return False
+    """:func:`begin_file`, counted: True to go ahead; False (counted as skipped) if another run holds the
+    output, or wrote it after this run's plan. OSError if the claim cannot be made."""
+    skip = begin_file(task, options)
+    if skip is not None:
+        count_outcome(counts, skip)
+    return skip is None
+
+
+def write_output(result: Image, task: Task, options: BatchOptions) -> Path:
+    """Encode and write ``result`` to ``task.dest`` atomically (temp file + rename, the output policy)."""
+    return write_image(result, task.dest, options.quality, options.overwrite or task.replace)
+
+
+WHOLE_FILE_KINDS = {kind.name: kind for kind in KINDS if kind.runner}
+"""Media kinds upscaled one whole file at a time by their runner (videos, animations)."""
+
+
+def process_file(task: Task, upscaler: Upscaler, options: BatchOptions) -> None:
+    """The work on one claimed file: an image is read, upscaled and written (:func:`write_output`); a video
+    or animation goes to its kind's runner (:mod:`esr.media_kinds`). Raises on failure."""
+    if task.kind == IMAGE.name:
+        write_output(upscaler.upscale_image(read_image(task.src, options.max_pixels)), task, options)
+    else:
+        WHOLE_FILE_KINDS[task.kind].load_runner()(task, upscaler, options)
+
+
+def upscale_file(task: Task, upscaler: Upscaler, options: BatchOptions) -> str:
+    """One file, start to end: claim -> :func:`process_file` -> release. DONE, SKIPPED or BUSY; raises on
+    failure (reported with :func:`failure_line`), the claim released. Running it twice for one task
+    (a retried Ray task, overlapping shards) writes once unless ``overwrite``."""
+    skip = begin_file(task, options)
+    if skip is not None:
+        return skip
+    try:
+        process_file(task, upscaler, options)
+    finally:
+        end_file(task)
+    return DONE
 
 
 def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, counts: Counts,
@@ -286,7 +377,7 @@ def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, c
         report_failure(err, path, counts, say)
 
     def finish(task: Task) -> None:
-        claims.release(task.dest)
+        end_file(task)
         held.discard(task.dest)
 
     def start(task: Task) -> bool:
@@ -334,8 +425,7 @@ def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, c
                 finish(task)
                 bar.update(1.0 - progressed[0])
                 continue
-            overwrite = options.overwrite or task.replace
-            writes.append((task, pool.submit(write_image, result, task.dest, options.quality, overwrite)))
+            writes.append((task, pool.submit(write_output, result, task, options)))
             del result
             while len(writes) >= depth:
                 finish_write()
@@ -358,7 +448,6 @@ def run_whole_files(tasks: list[Task], upscaler: Upscaler, options: BatchOptions
                     say: Callable[[str], None]) -> None:
     """Upscale videos and animations one file at a time by their kind's runner (:mod:`esr.media_kinds`),
     each output claimed like an image's; Ctrl-C (and SIGTERM) propagate after the claim is released."""
-    runners = {kind.name: kind for kind in KINDS if kind.runner}
     for task in tasks:
         try:
             if not claim_output(task, options, counts):
@@ -367,12 +456,19 @@ def run_whole_files(tasks: list[Task], upscaler: Upscaler, options: BatchOptions
             report_failure(err, task.dest, counts, say)
             continue
         try:
-            runners[task.kind].load_runner()(task, upscaler, options)
+            process_file(task, upscaler, options)
             counts.done += 1
         except Exception as err:  # one file's failure must not stop the batch
             report_failure(err, task.src, counts, say)
         finally:
-            claims.release(task.dest)
+            end_file(task)
+
+
+def run_local(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, counts: Counts,
+              say: Callable[[str], None]) -> None:
+    """This process: images through the threaded pipeline, then videos and animations one by one."""
+    run_pipeline([t for t in tasks if t.kind == IMAGE.name], upscaler, options, counts, say)
+    run_whole_files([t for t in tasks if t.kind != IMAGE.name], upscaler, options, counts, say)
 
 
 def run_batch(options: BatchOptions, log: Callable[[str], None] | None = None) -> int:
@@ -385,20 +481,22 @@ def run_batch(options: BatchOptions, log: Callable[[str], None] | None = None) -
     def say(line: str) -> None:
         (log or (lambda text: tqdm.write(text, file=sys.stderr)))(one_line(line))
 
-    plan = plan_batch(options)
+    plan = select_shard(plan_batch(options), options.shard, Path(options.outdir))
     check_writable(Path(options.outdir))
     for folder in sorted({task.dest.parent for task in plan.todo + plan.skipped}):
         claims.remove_stale_temps(folder)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore" if options.quiet else "default")
         warnings.showwarning = lambda message, *_, **__: say(f"warning: {message}")
-        upscaler = build_upscaler(options)  # also when all outputs exist: a bad --model is always reported
+        if options.ray is None:  # the model is loaded here also when all outputs exist: a bad --model is reported
+            execute = partial(run_local, upscaler=build_upscaler(options))
+        else:  # each Ray actor loads it
+            from esr.scale.ray_batch import run_on_ray as execute
         counts = Counts(skipped=len(plan.skipped), failed=len(plan.errors))
         for line in plan.errors:
             say(error_line(line))
         try:
-            run_pipeline([t for t in plan.todo if t.kind == IMAGE.name], upscaler, options, counts, say)
-            run_whole_files([t for t in plan.todo if t.kind != IMAGE.name], upscaler, options, counts, say)
+            execute(plan.todo, options=options, counts=counts, say=say)
         finally:
             print(counts.summary(), flush=True)
     return EXIT_FAILED if counts.failed else EXIT_OK

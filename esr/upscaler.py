@@ -50,6 +50,9 @@ BYTES_PER_INPUT_PIXEL = 4096
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
 """Bytes one model call may use when ``tile=0`` (512 MiB: whole images up to about 360 x 360)."""
 
+ARRAY_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
+"""Array types :meth:`Upscaler.upscale_array` takes: integers at full range, floats in [0, 1]."""
+
 MIN_TILE = 32
 """Smallest tile side the automatic rule and the out-of-memory retry go down to."""
 
@@ -215,11 +218,14 @@ class Upscaler:
         return torch.cat([band.clone() for _, band in self.bands(x[0], 1.0, tile, progress)], dim=1)[None]
 
     def _model_array(self, pixels: np.ndarray, tile: int, progress: Progress | None, out: np.ndarray) -> np.ndarray:
-        max_value = float(np.iinfo(pixels.dtype).max)
-        src = torch.from_numpy(pixels).permute(2, 0, 1)
+        integer = pixels.dtype.kind == "u"
+        max_value = float(np.iinfo(pixels.dtype).max) if integer else 1.0
+        with warnings.catch_warnings():  # a read-only array is only read here
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            src = torch.from_numpy(pixels).permute(2, 0, 1)
         for top, band in self.bands(src, max_value, tile, progress):
-            rows = band.mul(max_value).round_().permute(1, 2, 0).numpy().astype(pixels.dtype)
-            out[top:top + rows.shape[0]] = rows
+            rows = band.mul(max_value).round_() if integer else band
+            out[top:top + rows.shape[1]] = rows.permute(1, 2, 0).numpy().astype(pixels.dtype)
         return out
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
@@ -229,13 +235,41 @@ class Upscaler:
         return max(1, round(height * self.outscale)), max(1, round(width * self.outscale))
 
     def upscale_array(self, pixels: np.ndarray, progress: Progress | None = None) -> np.ndarray:
-        """(H, W, C) uint8/uint16, C in {1, 3, 4} -> (round(H*f), round(W*f), C), same dtype (f = outscale or s).
+        """Upscale an image array; the result has the same layout and dtype.
 
-        Values are clipped to the dtype's range and rounded. Out of memory in a model call -> the
-        tile is halved and retried; an output larger than the memory available -> EsrError first.
+        Args:
+            pixels: (H, W) or (H, W, 1) gray, (H, W, 2) gray+alpha, (H, W, 3) RGB or (H, W, 4) RGBA; uint8, uint16, or
+                float32/float64 with values in [0, 1]. Read-only arrays are fine (never written).
+
+        Returns:
+            (round(H*f), round(W*f)[, C]) with f = outscale or the model's scale: integer results
+            rounded and clipped to the dtype's range, float results clipped to [0, 1]. RGBA: the
+            colour through the model, alpha by :meth:`upscale_alpha`; for an RGBA model (4 input
+            channels) all four through the model in one call, alpha then clamped to its 3x3 input
+            neighbourhood's range as :meth:`upscale_alpha` does. Out of memory in a model call
+            -> the tile is halved and retried; an output larger than the memory available -> EsrError first.
         """
-        if pixels.dtype not in (np.uint8, np.uint16) or pixels.ndim != 3 or pixels.shape[2] not in (1, 3, 4):
-            raise ValueError(f"expected (H, W, 1|3|4) uint8/uint16, got {pixels.shape} {pixels.dtype}")
+        if pixels.dtype not in ARRAY_DTYPES or pixels.ndim not in (2, 3) or (
+                pixels.ndim == 3 and pixels.shape[2] not in (1, 2, 3, 4)):
+            raise ValueError(f"expected (H, W), (H, W, 1|2|3|4) uint8/uint16/float32/float64, "
+                             f"got {pixels.shape} {pixels.dtype}")
+        if pixels.ndim == 2:
+            return self.upscale_array(pixels[..., None], progress)[..., 0]
+        if pixels.shape[2] == 4 and self.descriptor.in_channels == 4:
+            out = self._upscale_planes(pixels, progress)
+            out[..., 3] = clamp_to_neighbourhood(np.ascontiguousarray(out[..., 3]), pixels[..., 3])
+            return out
+        if pixels.shape[2] in (2, 4):  # the last channel is alpha
+            def half(fraction: float) -> None:
+                if progress is not None:
+                    progress(fraction / 2)
+
+            color = self.upscale_array(pixels[..., :-1], half)
+            return np.dstack([color, self.upscale_alpha(pixels[..., -1], half)])
+        return self._upscale_planes(pixels, progress)
+
+    def _upscale_planes(self, pixels: np.ndarray, progress: Progress | None) -> np.ndarray:
+        """:meth:`upscale_array` of (H, W, C) with all C planes through the model (:meth:`_run` fits them to it)."""
         height, width, channels = pixels.shape
         check_output_memory(*self.output_size(height, width), channels, pixels.itemsize)
         try:
@@ -277,12 +311,10 @@ class Upscaler:
 
     def upscale_image(self, image: Image, progress: Progress | None = None) -> Image:
         """Upscale an :class:`esr.image_io.Image`; the ICC profile is kept. Alpha: by :meth:`upscale_alpha`,
-        or, for an RGBA model (4 input channels), together with the colour in one model call (then
-        clamped to the 3x3 input neighbourhood range like :meth:`upscale_alpha`)."""
+        or, for an RGBA model (4 input channels), with the colour in one model call (see :meth:`upscale_array`)."""
         if image.alpha is not None and not image.gray and self.descriptor.in_channels == 4:
-            rgba = self.upscale_array(np.concatenate([image.color, image.alpha[..., None]], axis=2), progress)
-            alpha = clamp_to_neighbourhood(np.ascontiguousarray(rgba[..., 3]), image.alpha)
-            return replace(image, color=np.ascontiguousarray(rgba[..., :3]), alpha=alpha)
+            rgba = self.upscale_array(np.dstack([image.color, image.alpha]), progress)
+            return replace(image, color=np.ascontiguousarray(rgba[..., :3]), alpha=np.ascontiguousarray(rgba[..., 3]))
         parts = 1 if image.alpha is None else 2
 
         def share(fraction: float) -> None:

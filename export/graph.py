@@ -36,7 +36,8 @@ class DeployGraph:
 
     ``model``: the graph (input ``input``, output ``output``), its ``metadata_props`` holding
     ``descriptor``; ``shape``: the static input shape, or the trace shape when ``dynamic``;
-    ``passes``: one report per deploy pass applied; ``deployed``: the rewritten torch module.
+    ``passes``: one report per deploy pass applied; ``deployed``: the rewritten torch module;
+    ``source_path``: the file the model was read from (never replaced by :meth:`save`).
     """
 
     model: onnx.ModelProto
@@ -45,14 +46,16 @@ class DeployGraph:
     dynamic: bool
     passes: list[PassReport] = field(default_factory=list)
     deployed: nn.Module | None = None
+    source_path: Path | None = None
 
     @property
     def recipe(self) -> list[str]:
         return list(self.descriptor.recipe)
 
-    def save(self, path: str | Path, sources: Iterable[str | Path] = (), overwrite: bool = True) -> Path:
+    def save(self, path: str | Path, sources: Iterable[str | Path] = (), overwrite: bool = False) -> Path:
         """Write the graph to ``path`` by :func:`esr.fileio.write_output` (its policy: never one of
-        ``sources``, an existing file only with ``overwrite``; temp file + rename)."""
+        ``sources`` or the source model, an existing file only with ``overwrite``; temp file + rename)."""
+        sources = [*sources, *([self.source_path] if self.source_path is not None else [])]
         return write_output(path, lambda tmp: onnx.save(self.model, tmp), sources, overwrite)
 
 
@@ -122,7 +125,8 @@ def build_deploy_graph(model: LoadedModel | nn.Module, recipe: str | list[str] =
             raise EsrError(f"{descriptor.name}: the exported graph is invalid ({first_line(err)})") from None
     check_graph(graph, deployed, (batch, channels, height, width), dynamic)
     described = graph_descriptor(descriptor, passes, dynamic)
-    return DeployGraph(write_metadata(graph, described), described, tuple(shape), dynamic, reports, deployed)
+    return DeployGraph(write_metadata(graph, described), described, tuple(shape), dynamic, reports, deployed,
+                       loaded.path)
 
 
 def export_failure(err: BaseException) -> str:

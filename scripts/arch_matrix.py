@@ -159,7 +159,8 @@ CASES: list[ArchCase] = [
 
 def seeded(case: ArchCase, seed: int = 0, default_size: bool = False) -> torch.nn.Module:
     """``case``'s module with weights drawn from ``seed`` (each class's own initialisation)."""
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # notes of the arch code about torch APIs (meshgrid indexing, ...)
         torch.manual_seed(seed)
         return case.build(default_size).eval()
 

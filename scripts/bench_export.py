@@ -71,7 +71,7 @@ def onnx_runner(model: torch.nn.Module, recipe: list[str], size: int, threads: i
     """A callable running ``model`` rewritten by ``recipe`` as a static size x size ONNX graph in onnxruntime
     (the graph ``esr export --recipe ...`` writes at its default static shape)."""
     graph = build_deploy_graph(model, recipe, (1, 3, size, size), dynamic=False)
-    path = graph.save(folder / f"{type(model).__name__}-{'-'.join(recipe) or 'plain'}.onnx")
+    path = graph.save(folder / f"{type(model).__name__}-{'-'.join(recipe) or 'plain'}.onnx", overwrite=True)
     session = ort_session(path, threads=threads)
     return lambda x: session.run(None, {"input": x})[0]
 

@@ -240,8 +240,9 @@ def main() -> None:
         if not args.skip_stages:
             report["stages"] = run_worker("stages", str(src), args.codec, str(max(3, args.repeats)))
     report["load_avg_at_end"] = os.getloadavg()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    from esr.fileio import write_bytes_atomically
+
+    write_bytes_atomically(out, json.dumps(report, indent=2).encode())
     print(json.dumps(report, indent=2))
 
 

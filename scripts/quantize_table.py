@@ -75,7 +75,7 @@ def export_fp32(key: str, zoo_name: str | None, folder: Path) -> Path:
     path = folder / f"{key}_fp32.onnx"
     if path.is_file():
         return path
-    return build_deploy_graph(open_model(zoo_name or "ditn_real", allow_untrained=True)).save(path)
+    return build_deploy_graph(open_model(zoo_name or "ditn_real", allow_untrained=True)).save(path, overwrite=True)
 
 
 def quantize(fp32: Path, label: str, kwargs: dict, folder: Path) -> tuple[Path, dict]:

@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
+from esr.fileio import write_bytes_atomically
+
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = REPO / "docs" / "src"
 RESULTS = REPO / "docs" / "results"
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file() or path.read_text() != text:
             stale.append(path)
             if not args.check:
-                path.write_text(text)
+                write_bytes_atomically(path, text.encode())
     for path in stale:
         print(f"{'stale' if args.check else 'rendered'}: {path.relative_to(REPO)}")
     return 1 if args.check and stale else 0

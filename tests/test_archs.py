@@ -101,7 +101,7 @@ def test_bad_model_files_fail_in_one_line_without_running_anything(tmp_path, cap
     torch.save({"params": Payload()}, code)
     (tmp_path / "in").mkdir()
     reasons = {unknown: "unrecognised architecture", corrupt: "corrupt or unreadable safetensors",
-               code: "refused global"}
+               code: "which esr never unpickles"}
     for path, reason in reasons.items():
         argv = (["upscale", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(path)]
                 if command == "upscale" else ["models", "--file", str(path)])

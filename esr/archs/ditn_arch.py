@@ -250,6 +250,12 @@ class DITN(nn.Module):
     ``forward`` and the output cropped back.
     """
 
+    LIMITS = {  # checked by esr.limits before any model is allocated
+        "in_channels": (1, 4), "out_channels": (1, 4), "dim": (1, 1024), "num_ufone": (1, 16),
+        "num_itl": (0, 64), "num_sal": (0, 64), "patch_size": (1, 64), "ffn_expansion": (0.01, 16.0),
+        "upscale": (1, 8),
+    }
+
     def __init__(
         self,
         in_channels: int = 3,

@@ -5,6 +5,8 @@ from typing import Any
 
 import torch.nn as nn
 
+from esr.errors import EsrError
+from esr.limits import build_arch
 from esr.registry import ARCH_REGISTRY
 from esr.zoo import PRESETS
 
@@ -17,14 +19,19 @@ def build_model(name: str, scale: int = 4, **overrides: Any) -> nn.Module:
             registered arch name (``RLFN``, ``DITN``, ``SPAN``) with its default kwargs.
         scale: upscale factor, 2, 3 or 4.
         overrides: constructor kwargs that replace the preset's.
+
+    Raises:
+        EsrError: an unknown name, or hyperparameters outside the arch's limits (:mod:`esr.limits`),
+            before anything is allocated.
     """
+
     if name in PRESETS:
         arch, kwargs = PRESETS[name].arch, PRESETS[name].kwargs
     elif name in ARCH_REGISTRY:
         arch, kwargs = name, {}
     else:
         known = ", ".join(list(PRESETS) + list(ARCH_REGISTRY))
-        raise KeyError(f"unknown model preset {name!r} (known: {known})")
-    model = ARCH_REGISTRY.get(arch)(**{**kwargs, "upscale": scale, **overrides})
+        raise EsrError(f"unknown model preset {name!r} (known: {known})")
+    model = build_arch(arch, {**kwargs, "upscale": scale, **overrides}, f"preset {name}")
     model.descriptor = model.descriptor.replace(name=name)
     return model

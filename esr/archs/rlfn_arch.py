@@ -82,6 +82,11 @@ class RLFN(nn.Module):
     Inputs smaller than 15 px per side are reflect-padded for ESA and cropped back.
     """
 
+    LIMITS = {  # checked by esr.limits before any model is allocated
+        "in_channels": (1, 4), "out_channels": (1, 4), "feature_channels": (1, 1024), "mid_channels": (1, 1024),
+        "num_blocks": (1, 64), "esa_channels": (1, 1024), "upscale": (1, 8), "img_range": (1e-3, 65535.0),
+    }
+
     def __init__(
         self,
         in_channels: int = 3,

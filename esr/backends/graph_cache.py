@@ -65,4 +65,4 @@ def cached_deploy_graph(loaded: LoadedModel, recipe: str = "default", opset: int
     path = onnx_cache_dir() / f"{key}.onnx"
     if path.is_file():
         return path
-    return build_deploy_graph(loaded, recipe=recipe, opset=opset).save(path)
+    return build_deploy_graph(loaded, recipe=recipe, opset=opset).save(path, overwrite=True)

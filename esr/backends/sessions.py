@@ -5,7 +5,7 @@ export parity, scripts and tests all use it, so what is measured is what runs. S
 ``threads`` intra-op threads (0: onnxruntime's default, one per physical core), one inter-op
 thread, no busy-wait spinning between ops (on a shared CPU spinning threads steal the cores
 other work needs), ``ORT_ENABLE_ALL`` graph optimisation (or none, for calibration that reads
-intermediate tensors), errors-only logging, CPU or CUDA provider, optional profiling.
+intermediate tensors), no log output (failures raise), CPU or CUDA provider, optional profiling.
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ CPU_PROVIDER = "CPUExecutionProvider"
 
 
 def ort_session(model: Any, threads: int = 0, device: str = "cpu", optimize: bool = True,
-                profile_dir: str | Path | None = None, optimized_path: str | Path | None = None):
+                profile_dir: str | Path | None = None, optimized_path: str | Path | None = None,
+                label: str | None = None):
     """An ``onnxruntime.InferenceSession`` for ``model``.
 
     Args:
@@ -29,6 +30,7 @@ def ort_session(model: Any, threads: int = 0, device: str = "cpu", optimize: boo
         optimize: ``ORT_ENABLE_ALL`` graph optimisation (False: none, every node kept as it is).
         profile_dir: enable onnxruntime's profiler, writing its JSON under this folder.
         optimized_path: also write the optimised graph there (to inspect what onnxruntime fused).
+        label: what to call the model in an error (default: its path, or "in-memory ONNX graph").
 
     Raises:
         EsrError: one line naming the file when onnxruntime cannot load the model.
@@ -38,7 +40,7 @@ def ort_session(model: Any, threads: int = 0, device: str = "cpu", optimize: boo
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # fatal only: a failing run raises, its log line would be a second error line
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
@@ -53,10 +55,10 @@ def ort_session(model: Any, threads: int = 0, device: str = "cpu", optimize: boo
             raise EsrError("device cuda: onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)")
         providers.insert(0, CUDA_PROVIDER)
     if isinstance(model, (str, Path)):
-        source, label = str(model), str(model)
+        source, label = str(model), label or str(model)
     else:
         source = model if isinstance(model, bytes) else model.SerializeToString()
-        label = "in-memory ONNX graph"
+        label = label or "in-memory ONNX graph"
     try:
         return ort.InferenceSession(source, options, providers=providers)
     except Exception as err:  # onnxruntime raises its own exception types for any bad graph

@@ -5,7 +5,8 @@ torch import) and ``run(args) -> int`` (the exit code). :class:`esr.errors.EsrEr
 raised by a command becomes one ``error: ...`` line and its exit code; any other
 exception becomes one line ``error: Type: message (rerun with --debug for the traceback)``
 and exit code 70; ``esr --debug COMMAND`` (or ``ESR_DEBUG=1``) also prints the traceback.
-SIGTERM is handled like Ctrl-C (the same clean-up), exit code 143 (Ctrl-C: 130).
+SIGTERM is handled like Ctrl-C (the same clean-up), exit code 143 (Ctrl-C: 130). Output piped
+into a reader that stops early (``esr models | head -1``) ends quietly with exit code 141.
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ import warnings
 from contextlib import contextmanager
 from typing import Iterator
 
-from esr.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, EsrError, Terminated, error_line
+from esr.errors import (EXIT_BROKEN_PIPE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, EsrError, Terminated,
+                        error_line)
 
 COMMANDS: dict[str, str] = {
     "models": "esr.cli.models_cmd",
@@ -41,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="esr", description="Efficient super-resolution: train, export, upscale and benchmark RLFN/DITN models.",
         epilog="exit codes: see docs/errors.md (0 ok, 1 some inputs failed, 2 usage/bad model/refused output, "
-               "70 internal error, 130 interrupted, 143 terminated)")
+               "70 internal error, 130 interrupted, 141 output pipe closed, 143 terminated)")
     parser.add_argument("--version", action="version", version=f"esr {__version__}")
     parser.add_argument("--debug", dest="esr_debug", action="store_true",
                         help="print the Python traceback of any error (also: ESR_DEBUG=1)")
@@ -86,6 +88,16 @@ def say_error(message: str) -> None:
     sys.stderr.flush()
 
 
+def silence_stdout() -> None:
+    """Point stdout at /dev/null after its reader closed the pipe, so the exit flush stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (a test's capture)
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``esr`` with ``argv`` (None: the command line, where warnings print as one line each)."""
     args = build_parser().parse_args(argv)
@@ -94,7 +106,12 @@ def main(argv: list[str] | None = None) -> int:
         warnings.showwarning = show_warning
     try:
         with sigterm_as_interrupt():
-            return int(args.run(args))
+            code = int(args.run(args))
+        sys.stdout.flush()  # a reader that went away (esr models | head) shows here, not at exit
+        return code
+    except BrokenPipeError:
+        silence_stdout()
+        return EXIT_BROKEN_PIPE
     except EsrError as err:
         if debug:
             traceback.print_exc()

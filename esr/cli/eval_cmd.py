@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from esr.cli.upscale_cmd import non_negative_int, raise_opencv_pixel_limit
+
 HELP = "measure Y-PSNR/SSIM of a model on a folder with HR/ and LR_bicubic/X{s}/ (or HR images only)"
 
 
@@ -18,21 +20,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="backend (default: the first that runs --model as is)")
     parser.add_argument("--device", choices=backend_devices(), default="cpu", help="device (default cpu)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (default 0: the library's default)")
+    parser.add_argument("--max-pixels", type=non_negative_int, default=None, metavar="N",
+                        help="largest image (width x height) decoded, checked from its header (default 100000000; "
+                             "0 = no limit)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.max_pixels is not None:
+        raise_opencv_pixel_limit(args.max_pixels)  # before OpenCV loads
     from esr.backends import create_backend, default_backend_for
     from esr.evaluate import evaluate
+    from esr.image_io import DEFAULT_MAX_PIXELS
     from esr.loading import open_model
     from esr.zoo import DEFAULT_MODEL
 
+    max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
     model_name = args.model or DEFAULT_MODEL
     loaded = open_model(model_name, scale=args.scale)
     backend = create_backend(args.backend or default_backend_for(loaded), loaded, device=args.device,
                              threads=args.threads)
     result = {"model": str(model_name), "backend": backend.name, "precision": backend.precision,
-              **evaluate(backend, args.data, progress=not args.json)}
+              **evaluate(backend, args.data, progress=not args.json, max_pixels=max_pixels)}
     if args.json:
         print(json.dumps(result))
         return 0

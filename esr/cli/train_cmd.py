@@ -16,6 +16,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true",
                         help="BasicSR debug mode: name prefixed debug_, validate and save every 8 iterations")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none",
+                        help="none: one process; pytorch: one of torchrun's processes "
+                             "(torchrun --nproc_per_node N -m esr train ... --launcher pytorch); "
+                             "slurm: one srun task per GPU. DDP with NCCL on CUDA, gloo on CPU (docs/scale-out.md)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="option overrides, e.g. train.total_iter=100 or stages.1.train.optim_g.lr=2e-4")
 
@@ -23,10 +27,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from esr.train.distributed import init_distributed, shutdown_distributed
     from esr.train.options import apply_override, load_document
     from esr.train.runner import train_document
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s esr.train %(levelname)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
     doc = load_document(args.opt)
@@ -34,6 +38,15 @@ def run(args: argparse.Namespace) -> int:
         apply_override(doc, assignment)
     if args.debug and not doc["name"].startswith("debug"):
         doc["name"] = f"debug_{doc['name']}"
-    final = train_document(doc, Path.cwd(), source=args.opt)
-    print(f"final weights: {final}")
+    info = init_distributed(args.launcher, (doc.get("dist_params") or {}).get("port"))
+    # BasicSR keeps ranks other than 0 quiet; so does esr (warnings and errors still show)
+    logging.basicConfig(level=logging.INFO if info.is_main else logging.WARNING,
+                        format=f"%(asctime)s esr.train{f' rank {info.rank}' if info.backend else ''} "
+                               "%(levelname)s: %(message)s")
+    try:
+        final = train_document(doc, Path.cwd(), source=args.opt, launcher=args.launcher)
+    finally:
+        shutdown_distributed()
+    if info.is_main:
+        print(f"final weights: {final}")
     return 0

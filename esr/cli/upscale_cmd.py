@@ -42,6 +42,11 @@ rerunning the same command after an interrupt or a kill continues from the last 
 segment. Animated GIF/WebP/APNG keep every frame, durations and loop; multi-page TIFF
 keeps every page. Videos and animations keep their format whatever --ext says.
 
+more than one process (docs/scale-out.md): --shard I/N keeps the outputs whose relative path
+hashes to shard I (0-based); run I = 0..N-1 anywhere (a SLURM job array, N shells) into one OUTDIR.
+--ray [ADDRESS] spreads the files over a Ray cluster's actors, one loaded model each (pip install
+'esr[ray]'). Both use the same claims, skips and atomic writes, so reruns and overlaps are safe.
+
 exit status: 0 all done (existing outputs skipped), 1 some inputs failed (also: a folder
 or glob without images), 2 usage error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 The last line is "N upscaled, M skipped[ (K being written by another run)], F failed".
@@ -123,6 +128,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="refuse inputs over N pixels (width x height) before decoding; 0 = no limit "
                              "(default 100000000)")
     add_video_arguments(parser)
+    add_scale_arguments(parser)
+
+
+def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``more than one process`` argument group: ``--shard``, ``--ray``, ``--ray-actors``."""
+    scale = parser.add_argument_group("more than one process", "see docs/scale-out.md")
+    scale.add_argument("--shard", metavar="I/N", default=None,
+                       help="do only shard I of N (0 <= I < N) of the outputs, split by a hash of their relative "
+                            "path; e.g. --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
+    scale.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                       help="run on Ray actors (each holds one model): no ADDRESS = Ray's default "
+                            "(RAY_ADDRESS, a running local cluster, or a new local one); else e.g. auto or ray://host:10001")
+    scale.add_argument("--ray-actors", type=non_negative_int, default=0, metavar="N",
+                       help="Ray actors (default: one per GPU of the cluster, else one per CPU)")
 
 
 def add_video_arguments(parser: argparse.ArgumentParser) -> None:
@@ -161,17 +180,21 @@ def run(args: argparse.Namespace) -> int:
     if args.max_pixels is not None:
         raise_opencv_pixel_limit(args.max_pixels)
     from esr.errors import EsrError
+    from esr.scale.shard import parse_shard
     from esr.upscale_batch import BatchOptions, run_batch
 
     if args.tile < 0 or args.tile_pad < 0 or args.jobs < 0:
         raise EsrError("--tile, --tile-pad and --jobs must be >= 0")
     if not 1 <= args.quality <= 100:
         raise EsrError("--quality must be between 1 and 100")
+    if args.ray_actors and args.ray is None:
+        raise EsrError("--ray-actors needs --ray")
     options = BatchOptions(
         inputs=list(args.inputs), outdir=args.output, model=args.model, backend=args.backend, device=args.device,
         fp16=args.fp16, threads=args.threads, tile=args.tile, tile_pad=args.tile_pad, outscale=args.outscale,
         ext=args.ext, quality=args.quality, suffix=args.suffix, recursive=args.recursive, overwrite=args.overwrite,
         jobs=args.jobs, quiet=args.quiet, video=video_options(args),
+        shard=None if args.shard is None else parse_shard(args.shard), ray=args.ray, ray_actors=args.ray_actors,
         **({} if args.max_pixels is None else {"max_pixels": args.max_pixels}),
     )
     return run_batch(options)

@@ -15,13 +15,14 @@ IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
 
 
 def load_crops(folder: str | Path, count: int, size: int | tuple[int, int] = 96, downscale: int = 1,
-               seed: int = 0, exact: bool = False) -> list[np.ndarray]:
+               seed: int = 0) -> list[np.ndarray]:
     """``count`` random ``size`` crops (a side, or (height, width)): float32 RGB (1, 3, h, w) in [0, 1].
 
     Images are cycled in name order (one crop per image per cycle); with ``downscale`` > 1 each
-    image is first shrunk by MATLAB-compatible bicubic, so an HR folder yields LR-like crops.
-    Undecodable files are skipped with a warning; an image smaller than ``size`` is used whole,
-    or, with ``exact`` (a static-shape graph), reflect-padded to ``size``.
+    image is first shrunk by MATLAB-compatible bicubic (never below 1 pixel), so an HR folder
+    yields LR-like crops. Undecodable files are skipped with a warning; an image smaller than
+    ``size`` is mirror-padded to it (every crop has exactly ``size``: a static-shape graph takes
+    nothing else, and a dynamic one has a minimum input size).
     """
     import cv2
 
@@ -41,7 +42,7 @@ def load_crops(folder: str | Path, count: int, size: int | tuple[int, int] = 96,
         if image is None:
             print(f"warning: {path}: cannot decode image, skipped")
             continue
-        if downscale > 1:
+        if downscale > 1 and min(image.shape[:2]) >= downscale:
             image = matlab_bicubic_downscale(mod_crop(image, downscale), downscale)
         images.append(np.ascontiguousarray(image[..., ::-1]))
     if not images:
@@ -54,7 +55,7 @@ def load_crops(folder: str | Path, count: int, size: int | tuple[int, int] = 96,
         left = int(rng.integers(0, max(w - width, 0) + 1))
         crop = image[top:top + height, left:left + width].astype(np.float32) / 255.0
         crop = np.ascontiguousarray(crop.transpose(2, 0, 1))[None]
-        crops.append(fit(crop, height, width) if exact else crop)
+        crops.append(fit(crop, height, width))
     return crops
 
 
@@ -72,8 +73,13 @@ def collect_stats(model: onnx.ModelProto, tensors: list[str], crops: list[np.nda
     input_name = runner.get_inputs()[0].name
     rng = np.random.default_rng(seed)
     stats = {name: TensorStats() for name in tensors}
-    for crop in tqdm(crops, desc="calibrate", disable=not progress, leave=False):
-        values = runner.run(tensors, {input_name: crop})
+    for crop in tqdm(crops, desc="calibrate", disable=None if progress else True, leave=False):
+        try:
+            values = runner.run(tensors, {input_name: crop})
+        except Exception as err:  # noqa: BLE001  (onnxruntime's own exception types)
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise EsrError(f"quantize: the model fails on a {'x'.join(map(str, crop.shape))} calibration crop "
+                           f"({reason})") from None
         for name, value in zip(tensors, values):
             stats[name].update(value, sample_size, rng)
     return stats

@@ -130,13 +130,15 @@ def quantize_onnx(model: onnx.ModelProto, calib_dir: str, config: QuantConfig, p
         raise EsrError(f"unknown weight type {config.weight_type!r} (known: {', '.join(WEIGHT_TYPES)})")
     info = analyse(model)
     reordered = reorder_channels(info, info.units) if config.granularity == "sublayer" else {}
-    fixed_hw = static_input_hw(model)
+    for name in ("num_calib", "crop_size", "downscale", "group_size", "num_sensitivity"):
+        if getattr(config, name) < 1:
+            raise EsrError(f"{name} {getattr(config, name)}: must be >= 1")
     descriptor = descriptor or read_metadata(model)
+    fixed_hw = static_input_hw(model)
     crop_hw = fixed_hw or (config.crop_size, config.crop_size)
-    if fixed_hw is None and descriptor is not None:  # grown to what the graph takes (min size, square)
+    if fixed_hw is None and descriptor is not None:  # grown to what the graph takes (minimum, square)
         crop_hw = input_size(descriptor, *crop_hw)
-    crops = load_crops(calib_dir, config.num_calib, crop_hw, config.downscale, config.seed,
-                       exact=crop_hw != (config.crop_size, config.crop_size) or fixed_hw is not None)
+    crops = load_crops(calib_dir, config.num_calib, crop_hw, config.downscale, config.seed)
     crops = [array_to_channels(crop, input_channels(model)) for crop in crops]
     tensors = sorted({t for u in info.units for t in u.inputs + u.outputs})
     stats = collect_stats(info.model, tensors, crops, progress=progress, seed=config.seed)

@@ -22,7 +22,7 @@ def unit_sensitivity(build: Callable[[set[str]], onnx.ModelProto], names: list[s
     from tqdm import tqdm
 
     return {name: fidelity_psnr(reference, run_model(build({name}), crops))
-            for name in tqdm(names, desc="sensitivity", disable=not progress, leave=False)}
+            for name in tqdm(names, desc="sensitivity", disable=None if progress else True, leave=False)}
 
 
 def choose_fallback(build: Callable[[set[str]], onnx.ModelProto], sensitivity: dict[str, float],

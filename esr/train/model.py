@@ -11,7 +11,10 @@
 * a warm start (``path.pretrain_network_g``) is read by esr's safe reader first (a file that is
   not a weights checkpoint is one error line, no code runs), then checked and logged key by key;
 * training states hold tensors and plain data only (:mod:`esr.train.state`), written atomically,
-  so that the resume loads them with ``weights_only=True``.
+  so that the resume loads them with ``weights_only=True``;
+* distributed (``opt['dist']``): DistributedDataParallel also on CPU (gloo; BasicSR passes a CUDA
+  device id), and at every save each rank's weights digest is gathered and logged by rank 0: the ranks
+  must hold identical weights, a mismatch stops the run.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from typing import Any
 import torch
 
 from esr.compat import import_basicsr
+from esr.errors import EsrError
 
 import_basicsr()
 from basicsr.models.sr_model import SRModel  # noqa: E402
@@ -31,9 +35,10 @@ from basicsr.utils import get_root_logger  # noqa: E402
 from basicsr.utils.dist_util import master_only  # noqa: E402
 
 from esr.evaluate import evaluate  # noqa: E402
-from esr.fileio import replace_atomically, write_bytes_atomically  # noqa: E402
+from esr.fileio import append_atomically, replace_atomically, write_bytes_atomically  # noqa: E402
 from esr.loading import read_checkpoint, save_checkpoint  # noqa: E402
 from esr.train.bridge import weights_only_loads  # noqa: E402
+from esr.train.distributed import gather_digests  # noqa: E402
 from esr.train.losses import ContrastiveLoss  # noqa: E402
 from esr.train.state import plain_data, restore_counters  # noqa: E402
 
@@ -48,6 +53,11 @@ def warm_start_report(net: torch.nn.Module, path: str) -> str:
     return (f"initial weights from {path}: {len(loaded)}/{len(own)} tensors loaded "
             f"(first: {', '.join(loaded[:3])}; last: {loaded[-1] if loaded else '-'}); "
             f"not loaded: {missing or 'none'}; unused in file: {unused or 'none'}")
+
+
+def memory_format_of(opt: dict[str, Any]) -> torch.memory_format:
+    """``channels_last`` if ``train.channels_last`` is set, else the default layout."""
+    return torch.channels_last if (opt.get("train") or {}).get("channels_last") else torch.contiguous_format
 
 
 class ESRModel(SRModel):
@@ -80,6 +90,27 @@ class ESRModel(SRModel):
         schedulers = [restore_counters(s, state) for s, state in zip(self.schedulers, resume_state["schedulers"])]
         super().resume_training({**resume_state, "schedulers": schedulers or resume_state["schedulers"]})
 
+    def model_to_device(self, net: torch.nn.Module) -> torch.nn.Module:
+        # the layout is set before DDP wraps the net: DDP's gradient buckets follow the parameters' layout
+        net = net.to(self.device, memory_format=memory_format_of(self.opt))
+        if self.opt["dist"] and self.device.type == "cpu":
+            return torch.nn.parallel.DistributedDataParallel(
+                net, find_unused_parameters=self.opt.get("find_unused_parameters", False))
+        return super().model_to_device(net)
+
+    def save(self, epoch: int, current_iter: int) -> None:
+        super().save(epoch, current_iter)
+        if self.opt["dist"]:
+            self.check_ranks_agree(current_iter)
+
+    def check_ranks_agree(self, current_iter: int) -> None:
+        """Gather every rank's weights digest; rank 0 logs them; EsrError on every rank if they differ."""
+        digests = gather_digests(self.get_bare_model(self.net_g).state_dict())
+        where = "end" if current_iter == -1 else f"iter {current_iter}"
+        if len(set(digests)) != 1:
+            raise EsrError(f"{self.opt['name']}: ranks hold different weights at {where}: {digests}")
+        get_root_logger().info(f"weights digest at {where}, identical on all {len(digests)} ranks: {digests[0]}")
+
     def init_training_settings(self) -> None:
         super().init_training_settings()
         train_opt = self.opt["train"]
@@ -88,8 +119,7 @@ class ESRModel(SRModel):
         if train_opt.get("amp") and not self.use_amp:
             get_root_logger().warning("train.amp is ignored: automatic mixed precision needs CUDA")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        self.memory_format = torch.channels_last if train_opt.get("channels_last") else torch.contiguous_format
-        self.net_g.to(memory_format=self.memory_format)
+        self.memory_format = memory_format_of(self.opt)  # net_g has it (model_to_device)
 
     def feed_data(self, data: dict[str, Any]) -> None:
         super().feed_data(data)
@@ -153,5 +183,4 @@ class ESRModel(SRModel):
             tb_logger.add_scalar(f"metrics/{name}/psnr_y", psnr, current_iter)
             tb_logger.add_scalar(f"metrics/{name}/ssim_y", ssim, current_iter)
         record = {"iter": current_iter, "dataset": name, "psnr_y": psnr, "ssim_y": ssim, "time": time.time()}
-        with open(Path(self.opt["path"]["experiments_root"]) / "val_curve.jsonl", "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_atomically(Path(self.opt["path"]["experiments_root"]) / "val_curve.jsonl", json.dumps(record) + "\n")

@@ -24,7 +24,7 @@ def load_document(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise EsrError(f"{path}: cannot read options ({str(err).splitlines()[0]})") from None
     if not isinstance(doc, dict) or "name" not in doc:
         raise EsrError(f"{path}: not an options file (a YAML mapping with a 'name' key)")

@@ -8,7 +8,8 @@ near miss; ``type`` blocks are checked against their registry (archs, losses, me
 datasets, the optimizer and schedulers BasicSR builds), and their other keys against the
 constructor's signature (missing required arguments too). Keys that BasicSR sets itself
 (``dist``, ``rank``, ``path.experiments_root``, ``datasets.*.phase``/``scale``...) are unknown
-here: BasicSR would overwrite them. Cross-checks: ``network_g.upscale`` equals ``scale``,
+here: BasicSR would overwrite them. ``network_g`` is within the arch's limits (:mod:`esr.limits`,
+checked before BasicSR allocates it). Cross-checks: ``network_g.upscale`` equals ``scale``,
 ``gt_size`` is a multiple of ``scale``, ``name`` is a plain folder name.
 
 :func:`validate_document` raises one :class:`esr.errors.EsrError` line listing the problems.
@@ -117,7 +118,7 @@ class Checker:
         if not isinstance(node, dict):
             self.problem(path, f"must be a mapping, not {type(node).__name__}")
             return {}
-        known = keys.known + extra
+        known = tuple(dict.fromkeys(keys.known + extra))
         prefix = f"{path}." if path else ""
         for key in node:
             if key not in known:
@@ -168,6 +169,12 @@ def check_stage_options(check: Checker, opt: dict[str, Any]) -> None:
     if isinstance(opt.get("num_gpu"), str) and opt["num_gpu"] != "auto":
         check.problem("num_gpu", f"must be an integer or 'auto', not {opt['num_gpu']!r}")
     network = check.typed(opt.get("network_g", {}), "network_g", "arch") if "network_g" in opt else {}
+    if network.get("type") in check.registries["arch"] and not any(p.startswith("network_g") for p in check.problems):
+        from esr.limits import hyperparam_problem
+
+        problem = hyperparam_problem(network["type"], {k: v for k, v in network.items() if k != "type"})
+        if problem:
+            check.problem("network_g", problem)
     scale = opt.get("scale")
     if network and network.get("type") in check.registries["arch"] and isinstance(scale, int):
         keys, _ = _signature_keys(*check.registries["arch"][network["type"]])
