@@ -257,7 +257,7 @@ def check_quantize(graph, workdir: Path, record: dict) -> None:
     from esr.errors import EsrError
     from esr.quantize.pipeline import QuantConfig, quantize_onnx
 
-    config = QuantConfig(num_calib=2, crop_size=32, num_sensitivity=1)
+    config = QuantConfig(num_calib=2, crop_size=max(32, graph.descriptor.min_size), num_sensitivity=1)
     try:
         _, report = quantize_onnx(graph.model, str(calibration_folder(workdir / "calib")), config, progress=False,
                                   descriptor=graph.descriptor)

@@ -95,8 +95,9 @@ class Conv3XC(nn.Module):
 
     @torch.no_grad()
     def refresh(self) -> None:
-        """Write the fold of the branches into ``eval_conv`` (no-op without branches)."""
-        if not self.has_branches:
+        """Write the fold of the branches into ``eval_conv`` (no-op without branches, and on the meta
+        device, where :mod:`esr.limits` builds a model only to count its parameters)."""
+        if not self.has_branches or self.eval_conv.weight.is_meta:
             return
         weight, bias = self.folded()
         self.eval_conv.weight.copy_(weight)
@@ -173,6 +174,11 @@ class SPAN(nn.Module):
     Shapes: (N, 3, H, W) in [0, 1] -> (N, 3, H * upscale, W * upscale), unclamped. Any H, W >= 1
     (only zero-padded 3x3 and 1x1 convs: no size requirement, no internal padding).
     """
+
+    LIMITS = {  # checked by esr.limits before any model is allocated
+        "in_channels": (1, 4), "out_channels": (1, 4), "feature_channels": (1, 1024), "upscale": (1, 8),
+        "img_range": (1e-3, 65535.0),
+    }
 
     def __init__(
         self,

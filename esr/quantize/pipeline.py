@@ -135,8 +135,11 @@ def quantize_onnx(model: onnx.ModelProto, calib_dir: str, config: QuantConfig, p
             raise EsrError(f"{name} {getattr(config, name)}: must be >= 1")
     descriptor = descriptor or read_metadata(model)
     fixed_hw = static_input_hw(model)
+    min_side = descriptor.min_size if descriptor is not None else 1
+    if fixed_hw is None and config.crop_size < min_side:
+        raise EsrError(f"crop size {config.crop_size}: below the model's minimum input side {min_side}")
     crop_hw = fixed_hw or (config.crop_size, config.crop_size)
-    if fixed_hw is None and descriptor is not None:  # grown to what the graph takes (minimum, square)
+    if fixed_hw is None and descriptor is not None:  # a square-input model: square crops
         crop_hw = input_size(descriptor, *crop_hw)
     crops = load_crops(calib_dir, config.num_calib, crop_hw, config.downscale, config.seed)
     crops = [array_to_channels(crop, input_channels(model)) for crop in crops]
