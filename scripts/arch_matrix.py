@@ -89,7 +89,7 @@ CASES: list[ArchCase] = [
     ArchCase("Compact, RGBA (4 channels)", SP + "Compact:Compact",
              dict(num_in_ch=4, num_out_ch=4, num_feat=16, num_conv=4, upscale=2),
              dict(num_in_ch=4, num_out_ch=4, upscale=2)),
-    ArchCase("SwinIR (small)", SP + "SwinIR:SwinIR",
+    ArchCase("SwinIR", SP + "SwinIR:SwinIR",
              dict(img_size=16, embed_dim=12, depths=[1], num_heads=[2], window_size=4, upscale=2,
                   upsampler="pixelshuffledirect"),
              dict(upscale=4, upsampler="pixelshuffle", window_size=8)),  # the class default 7 does not fit img_size 64

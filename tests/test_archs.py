@@ -111,7 +111,7 @@ def test_bad_model_files_fail_in_one_line_without_running_anything(tmp_path, cap
 
 
 def test_models_file_prints_what_was_detected(tmp_path, capsys) -> None:
-    path = spandrel_checkpoint(tmp_path, "SwinIR (small)")
+    path = spandrel_checkpoint(tmp_path, "SwinIR")
     assert main(["models", "--file", str(path), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert (info["arch"], info["scale"], info["in_channels"], info["min_size"], info["tiling"]) == \
@@ -147,7 +147,7 @@ def test_every_command_takes_a_spandrel_checkpoint(tmp_path, capsys, shared) -> 
 
 
 def test_export_failures_are_one_line(tmp_path, capsys) -> None:
-    swinir = spandrel_checkpoint(tmp_path, "SwinIR (small)")
+    swinir = spandrel_checkpoint(tmp_path, "SwinIR")
     assert main(["export", "--model", str(swinir), "--dynamic", "--onnx", str(tmp_path / "s.onnx")]) == 2
     assert "does not export with dynamic H/W" in one_error_line(capsys, swinir.stem)
     safmn = spandrel_checkpoint(tmp_path, "SAFMN")
