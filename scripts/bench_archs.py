@@ -23,7 +23,6 @@ by pixel count) come from the same module.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import resource
 import statistics
@@ -35,17 +34,11 @@ from typing import Callable
 
 import torch
 
+import arch_matrix  # beside this script: the architectures and how to build them
+
 REPO = Path(__file__).resolve().parent.parent
 PROBE_SIDE = 64
 SIDES = (256, 192, 128, 96, 64)
-
-
-def load_matrix():
-    spec = importlib.util.spec_from_file_location("arch_matrix", Path(__file__).with_name("arch_matrix.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def rss_bytes() -> int:
@@ -101,9 +94,8 @@ def bench_case(case, args, workdir: Path) -> dict:
     from esr.errors import EsrError
     from esr.loading import LoadedModel, load_model
 
-    matrix = sys.modules["arch_matrix"]
-    net = matrix.seeded(case, default_size=True)
-    model = load_model(matrix.save_state_dict(net, workdir / f"default{case.suffix}"))
+    net = arch_matrix.seeded(case, default_size=True)
+    model = load_model(arch_matrix.save_state_dict(net, workdir / f"default{case.suffix}"))
     del net
     d = model.descriptor
     side, estimate_gb = fitting_side(model, d.in_channels, args.size, args.memory_gb * 1e9)
@@ -149,11 +141,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.size < PROBE_SIDE or args.runs < 1 or args.warmup < 0 or args.threads < 0:
         parser.error(f"need --size >= {PROBE_SIDE}, --runs >= 1, --warmup >= 0, --threads >= 0")
-    sys.path.insert(0, str(REPO))
-    matrix = load_matrix()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cases = [c for c in matrix.CASES if (c.name in args.case if args.case else c.ci)]
+    cases = [c for c in arch_matrix.CASES if (c.name in args.case if args.case else c.ci)]
     from esr.bench import machine_info
     from esr.fileio import write_output_bytes
 
