@@ -133,12 +133,15 @@ def load_model(name_or_path: str | Path, scale: int | None = None, device: str |
     """A trained eval-mode torch model carrying ``.descriptor``, from a zoo name or a checkpoint path.
 
     Args:
-        name_or_path: a key of :data:`esr.zoo.ZOO`, or a ``.pth`` file (official RLFN,
-            official/spandrel DITN-Real, BasicSR ``params``/``params_ema`` wrappers, esr checkpoints).
+        name_or_path: a key of :data:`esr.zoo.ZOO`, or a ``.pth``/``.pt``/``.ckpt``/``.safetensors``
+            file: esr's archs (official RLFN, official/spandrel DITN-Real and SPAN, esr checkpoints),
+            then any architecture spandrel knows (:mod:`esr.spandrel_adapter`), bare or in a
+            training framework's wrapper (``params_ema``, ``params``, ``state_dict``, ...).
         scale: if given, the model's scale must equal it (EsrError otherwise).
         device: where to put the model.
 
-    The model maps RGB float (N, 3, H, W) in [0, 1] to (N, 3, H*s, W*s) in [0, 1] (unclamped).
+    The model maps float (N, C, H, W) in [0, 1] (C = ``descriptor.in_channels``: 3 for RGB) to
+    (N, C', H*s, W*s) in [0, 1] (unclamped), any H, W (it pads to its own size requirements).
     For an arch without weights use :func:`esr.build_model`; for ONNX files and engines, :func:`open_model`.
     """
     loaded = open_model(name_or_path, scale)

@@ -9,6 +9,7 @@ version, so a changed model or an esr upgrade that changes the graph never reuse
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from pathlib import Path
 
@@ -45,8 +46,12 @@ def files_fingerprint(paths: list[Path]) -> str:
 
 
 def model_fingerprint(loaded: LoadedModel) -> str:
-    """A short sha256 of a torch model's descriptor (esr version included) and weights."""
+    """A short sha256 of a torch model's descriptor (esr version included), weights, and the source files
+    of its module classes (an arch from another package, e.g. spandrel's, changes with that package)."""
     digest = hashlib.sha256(json.dumps(loaded.descriptor.to_metadata(), sort_keys=True).encode())
+    sources = {inspect.getsourcefile(type(module)) for module in loaded.module.modules()}
+    for source in sorted(path for path in sources if path):
+        digest.update(Path(source).read_bytes())
     for key, value in loaded.module.state_dict().items():
         digest.update(key.encode())
         digest.update(value.detach().cpu().contiguous().numpy().tobytes())
