@@ -22,23 +22,23 @@ PIL_MODES = {"RGB": "RGB", "RGBA": "RGBA", "L": "L", "LA": "LA", "I;16": "I;16",
 
 
 @lru_cache(maxsize=4)
-def _cached_upscaler(model: str | None, backend: str | None, device: str | None, precision: str | None,
+def _cached_upscaler(model: str | None, backend: str, device: str | None, precision: str | None,
                      tile: int, tile_pad: int, outscale: float | None, threads: int) -> "Upscaler":
     from esr.upscale_batch import BatchOptions, build_upscaler
 
-    options = BatchOptions(inputs=[], outdir=".", model=model, backend=backend, device=device, tile=tile,
-                           tile_pad=tile_pad, outscale=outscale, threads=threads,
-                           **({} if precision is None else {"precision": precision}))
+    options = BatchOptions(inputs=[], outdir=".", model=model, backend=backend, device=device, precision=precision,
+                           tile=tile, tile_pad=tile_pad, outscale=outscale, threads=threads)
     return build_upscaler(options)
 
 
-def get_upscaler(model: Any = None, *, backend: str | None = None, device: str | None = None,
-                 precision: str | None = None, tile: int = 0, tile_pad: int = 16, outscale: float | None = None,
+def get_upscaler(model: Any = None, *, backend: str = "auto", device: str | None = None,
+                 precision: str | None = "auto", tile: int = 0, tile_pad: int = 16, outscale: float | None = None,
                  threads: int = 0) -> "Upscaler":
     """The :class:`esr.upscaler.Upscaler` ``esr upscale`` would build for these options (cached).
 
     ``model``: a zoo name, preset-free checkpoint or ``.onnx`` path (None: the embedded default),
-    or an :class:`esr.upscaler.Upscaler` (returned as is).
+    or an :class:`esr.upscaler.Upscaler` (returned as is). ``backend``/``precision`` default to
+    ``auto`` (measured once per model and machine, cached; see docs/precision.md).
     """
     from esr.upscaler import Upscaler
 

@@ -13,6 +13,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -65,6 +66,18 @@ def time_runs(fn: Callable[[], object], runs: int = 10, warmup: int = 2, device:
     return Timing.from_times(times, warmup)
 
 
+def installed_version(*packages: str) -> str | None:
+    """The version of the first of ``packages`` that is installed (package metadata, no import), else None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for package in packages:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
 @lru_cache(maxsize=1)
 def cpu_model() -> str:
     """The CPU model name (``/proc/cpuinfo``, else ``platform.processor()``)."""
@@ -99,6 +112,16 @@ def machine_info() -> dict:
     }
 
 
+def save_result(record: dict, folder: str | os.PathLike, stem: str) -> Path:
+    """Write ``record`` as ``FOLDER/STEM_YYYYmmdd-HHMMSS.json`` (temp file + rename); the path written."""
+    import json
+
+    from esr.fileio import write_bytes_atomically
+
+    path = Path(folder) / f"{stem}_{time.strftime('%Y%m%d-%H%M%S')}.json"
+    return write_bytes_atomically(path, json.dumps(record, indent=1, default=str).encode())
+
+
 def copy_timing(shape: tuple[int, ...], scale: int, runs: int, warmup: int) -> Timing:
     """CUDA-event time of the host->device copy of an input of ``shape`` plus the device->host copy of its output."""
     import torch
@@ -126,7 +149,7 @@ def bench_backend(backend, shape: tuple[int, int, int, int], runs: int = 10, war
     x = torch.rand(shape)
     timing = time_runs(lambda: backend(x), runs, warmup, device=backend.device)
     record = {
-        "backend": backend.name, "device": backend.device, "precision": backend.precision,
+        "backend": getattr(backend, "label", backend.name), "device": backend.device, "precision": backend.precision,
         "recipe": list(backend.descriptor.recipe), "trained": backend.descriptor.trained,
         "shape": list(shape), "dtype": "float32", **asdict(timing),
     }

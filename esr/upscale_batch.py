@@ -59,9 +59,10 @@ class BatchOptions:
     inputs: list[str]
     outdir: str | Path
     model: str | None = None
-    backend: str | None = None
+    backend: str = "auto"
     device: str | None = None
-    fp16: bool = False
+    precision: str | None = "auto"
+    min_fidelity_db: float | None = None
     threads: int = 0
     tile: int = 0
     tile_pad: int = 16
@@ -234,7 +235,8 @@ def build_upscaler(options: BatchOptions) -> Upscaler:
     """The :class:`esr.upscaler.Upscaler` for ``options`` (loads the model)."""
     import torch
 
-    from esr.backends import create_backend, default_backend_for
+    from esr.backends import default_backend_for
+    from esr.backends.auto_backend import DEFAULT_TILE_HW, make_backend
     from esr.loading import open_model
     from esr.upscaler import Upscaler
     from esr.zoo import DEFAULT_MODEL
@@ -242,8 +244,9 @@ def build_upscaler(options: BatchOptions) -> Upscaler:
     loaded = open_model(options.model or DEFAULT_MODEL)
     backend_name = options.backend or default_backend_for(loaded)
     device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    backend = create_backend(backend_name, loaded, device=device, precision="fp16" if options.fp16 else None,
-                             threads=options.threads)
+    tile_hw = (options.tile + 2 * options.tile_pad,) * 2 if options.tile else DEFAULT_TILE_HW
+    backend = make_backend(backend_name, loaded, device, options.precision, options.threads,
+                           options.min_fidelity_db, tile_hw, options.quiet)
     return Upscaler(backend, tile=options.tile, tile_pad=options.tile_pad, outscale=options.outscale)
 
 

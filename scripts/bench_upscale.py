@@ -49,7 +49,7 @@ def worker_set14(backend: str, mode: str, folder: Path) -> dict:
 
     files = sorted(folder.glob("*.png"))
     with tempfile.TemporaryDirectory() as out:
-        options = BatchOptions(inputs=[str(folder)], outdir=out, backend=backend, device="cpu", overwrite=True,
+        options = BatchOptions(inputs=[str(folder)], outdir=out, backend=backend, precision=None, device="cpu", overwrite=True,
                                jobs=0 if mode == "sequential" else 2, quiet=True)
         if mode == "model":
             upscaler = build_upscaler(options)
@@ -110,7 +110,7 @@ def worker_large(path: Path) -> dict:
     from esr.upscale_batch import BatchOptions, build_upscaler, run_batch
 
     with tempfile.TemporaryDirectory() as out:
-        options = BatchOptions(inputs=[str(path)], outdir=out, device="cpu", quiet=True)
+        options = BatchOptions(inputs=[str(path)], outdir=out, backend="torch", precision=None, device="cpu", quiet=True)
         start = time.perf_counter()
         code = run_batch(options, log=lambda line: print(line, file=sys.stderr))
         seconds = time.perf_counter() - start

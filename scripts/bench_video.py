@@ -76,7 +76,8 @@ def batch_options(src: Path, out: Path, jobs: int, codec: str):
     from esr.upscale_batch import BatchOptions
     from esr.video.options import VideoOptions
 
-    return BatchOptions(inputs=[str(src)], outdir=out, device="cpu", overwrite=True, jobs=jobs, quiet=True,
+    return BatchOptions(inputs=[str(src)], outdir=out, backend="torch", precision=None, device="cpu", overwrite=True,
+                        jobs=jobs, quiet=True,
                         video=VideoOptions(codec=codec))
 
 

@@ -109,7 +109,7 @@ def test_roofline_bound_and_calibrated_time():
 
 def test_datasheet_profiles_are_complete_and_cite_sources():
     profiles = datasheet_profiles()
-    assert {"h100-sxm", "a100", "l4", "rtx3090", "rtx4090", "jetson-agx-orin", "orin-nano"} <= set(profiles)
+    assert {"h100-sxm", "h200", "a100", "l4", "rtx3090", "rtx4090", "jetson-agx-orin", "orin-nano"} <= set(profiles)
     for profile in profiles.values():
         assert "datasheet" in profile.source.lower() or "whitepaper" in profile.source.lower()
         assert profile.memory_bandwidth > 1e10 and profile.kernel_overhead_s > 0

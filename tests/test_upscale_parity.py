@@ -104,7 +104,8 @@ def test_onnxruntime_exports_on_the_fly_into_the_cache(tmp_path, monkeypatch, se
 
 def test_cli_runs_an_onnx_file(tmp_path, shared, onnx_path, torch_outputs, capsys):
     lr = sorted((shared / "datasets" / "Set14" / "LR_bicubic" / "X4").glob("*.png"))[0]
-    code = main(["upscale", str(lr), "-o", str(tmp_path), "--model", str(onnx_path), "--quiet"])
+    code = main(["upscale", str(lr), "-o", str(tmp_path), "--model", str(onnx_path), "--backend", "onnxruntime",
+                 "--quiet"])
     assert code == 0 and capsys.readouterr().out.splitlines()[-1] == "1 upscaled, 0 skipped, 0 failed"
     out = cv2.imread(str(tmp_path / f"{lr.stem}.png"))[..., ::-1]
     assert np.abs(out.astype(int) - torch_outputs[0]).max() <= 2

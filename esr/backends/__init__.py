@@ -7,9 +7,11 @@ It pads inputs the model cannot take as they are and crops the result, moves eac
 to its device and the result back, so the caller never holds more than one tile on the
 device. Attributes every backend has:
 
-- ``name``: the registry key (``torch``, ``onnxruntime``, ``tensorrt``);
+- ``name``: the registry key (``torch``, ``onnxruntime``, ``tensorrt``, ``openvino``; ``auto`` picks
+  among them by measurement: :mod:`esr.backends.auto_backend`);
 - ``descriptor``: the model it runs (for a graph: the graph's, with its recipe and precision);
-- ``device``: ``"cpu"`` or ``"cuda"``; ``precision``: what it actually computes in (``fp32``, ``fp16``, ``int8``);
+- ``device``: ``"cpu"``, ``"cuda"`` or ``"gpu"`` (OpenVINO's Intel GPU); ``precision``: what it actually
+  computes in (``fp32``, ``bf16``, ``fp16``, ``int8``); a precision it cannot run is an EsrError (exit 2);
 - ``max_hw``: ``(H, W)`` the largest input it accepts, or ``None`` for any size
   (the :class:`esr.upscaler.Upscaler` tiles inputs to fit).
 
@@ -61,6 +63,9 @@ class BackendSpec:
     available: Callable[[], str | None] = lambda: None
 
 
+AUTO = "auto"
+"""The registry entry that picks among the others (:mod:`esr.backends.auto_backend`)."""
+
 BACKENDS = Registry("backend")
 """name -> :class:`BackendSpec`, in preference order (the default backend of a model is the first that runs it)."""
 
@@ -80,8 +85,8 @@ def requires(module: str, label: str, hint: str) -> Callable[[], str | None]:
 TRT_INSTALL_HINT = "pip install 'esr[trt]' on a machine with an NVIDIA GPU, or use --backend onnxruntime"
 
 register_backend(BackendSpec(
-    "torch", "esr.backends.torch_backend:TorchBackend", ("cpu", "cuda"), ("fp32", "fp16"), ("module",),
-    "PyTorch eager (channels_last on CPU; fp16 on CUDA)"))
+    "torch", "esr.backends.torch_backend:TorchBackend", ("cpu", "cuda"), ("fp32", "bf16", "fp16"), ("module",),
+    "PyTorch eager (channels_last on CPU; bf16 on CPUs with AMX/AVX512-BF16; fp16/bf16 on CUDA)"))
 register_backend(BackendSpec(
     "onnxruntime", "esr.backends.ort_backend:OnnxRuntimeBackend", ("cpu", "cuda"), ("fp32", "fp16", "int8"),
     ("module", "onnx"), "ONNX Runtime on an .onnx file, or on the default-recipe deploy graph of a torch model",
@@ -89,6 +94,13 @@ register_backend(BackendSpec(
 register_backend(BackendSpec(
     "tensorrt", "esr.backends.trt_backend:TensorRTBackend", ("cuda",), ("fp32", "fp16", "int8"), ("engine",),
     "TensorRT engine from esr export --trt (CUDA only)", requires("tensorrt", "TensorRT", TRT_INSTALL_HINT)))
+register_backend(BackendSpec(
+    "openvino", "esr.backends.openvino_backend:OpenVINOBackend", ("cpu", "gpu"), ("fp32", "bf16", "fp16", "int8"),
+    ("module", "onnx"), "OpenVINO on the same graphs (cpu, or gpu = Intel GPU): fp32/bf16/fp16 hints, INT8 QDQ graphs",
+    requires("openvino", "OpenVINO", "pip install 'esr[openvino]'")))
+register_backend(BackendSpec(
+    AUTO, "esr.backends.auto_backend:AutoBackend", ("cpu", "cuda", "gpu"), PRECISIONS, ("module", "onnx", "engine"),
+    "measure the installed backends x precisions once and run the fastest within the fidelity floor (cached)"))
 
 
 def backend_devices() -> list[str]:
@@ -97,8 +109,13 @@ def backend_devices() -> list[str]:
 
 
 def backend_names() -> list[str]:
-    """Registered backend names, in preference order (the CLI's ``--backend`` choices)."""
+    """Registered backend names, in preference order (the CLI's ``--backend`` choices; ``auto`` last)."""
     return list(BACKENDS)
+
+
+def runtime_names() -> list[str]:
+    """The backends that run a model themselves (every one but ``auto``)."""
+    return [name for name in BACKENDS if name != AUTO]
 
 
 def backend_precisions() -> list[str]:
@@ -119,19 +136,8 @@ def default_backend_for(loaded: "LoadedModel") -> str:
     raise EsrError(f"{loaded.label}: no backend runs a {loaded.kind} model")
 
 
-def create_backend(name: str, model: "ModelSpec", device: str = "cpu", precision: str | None = None,
-                   threads: int = 0) -> Backend:
-    """Build the backend ``name`` for ``model`` on ``device`` (EsrError with one line if impossible).
-
-    Args:
-        model: a :class:`esr.loading.LoadedModel`, or anything :func:`esr.loading.open_model` accepts
-            (a zoo name, checkpoint, ``.onnx``/engine path, or a module with a descriptor).
-        precision: what to compute in; None: the backend's default (fp32 for torch, the graph's or
-            engine's own precision for files).
-        threads: CPU threads for torch / onnxruntime (0: the library's default).
-
-    The checks run cheapest first: backend known, runtime installed, device, then the model.
-    """
+def usable_spec(name: str, device: str) -> BackendSpec:
+    """The spec of backend ``name`` if it is known, installed and runs on ``device``; else EsrError (one line)."""
     if name not in BACKENDS:
         raise EsrError(f"unknown backend {name!r} (known: {', '.join(BACKENDS)})")
     spec: BackendSpec = BACKENDS.get(name)
@@ -142,16 +148,39 @@ def create_backend(name: str, model: "ModelSpec", device: str = "cpu", precision
         raise EsrError(f"unknown device {device!r} (known: {', '.join(backend_devices())})")
     if device not in spec.devices:
         raise EsrError(f"the {name} backend runs on {', '.join(spec.devices)} only (use --device {spec.devices[0]})")
-    if precision is not None and precision not in PRECISIONS:
+    return spec
+
+
+def check_kind(name: str, spec: BackendSpec, loaded: "LoadedModel") -> None:
+    """EsrError (one line) unless backend ``name`` runs ``loaded``'s kind (module, onnx, engine)."""
+    if loaded.kind not in spec.kinds:
+        raise EsrError(f"{loaded.label}: the {name} backend runs {' or '.join(spec.kinds)} models, not "
+                       f"{loaded.kind} files (use --backend {default_backend_for(loaded)})")
+
+
+def create_backend(name: str, model: "ModelSpec", device: str = "cpu", precision: str | None = None,
+                   threads: int = 0, **options: Any) -> Backend:
+    """Build the backend ``name`` for ``model`` on ``device`` (EsrError with one line if impossible).
+
+    Args:
+        model: a :class:`esr.loading.LoadedModel`, or anything :func:`esr.loading.open_model` accepts
+            (a zoo name, checkpoint, ``.onnx``/engine path, or a module with a descriptor).
+        precision: what to compute in; None: the backend's default (fp32 for torch, the graph's or
+            engine's own precision for files).
+        threads: CPU threads for torch / onnxruntime / OpenVINO (0: the library's default).
+        options: backend-specific keywords (``auto``: ``min_fidelity_db``, ``tile_hw``, ``quiet``).
+
+    The checks run cheapest first: backend known, runtime installed, device, then the model.
+    """
+    spec = usable_spec(name, device)
+    if precision is not None and precision not in PRECISIONS and not (precision == AUTO and name == AUTO):
         raise EsrError(f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})")
     if threads < 0:
         raise EsrError(f"threads must be >= 0 (got {threads})")
     from esr.loading import LoadedModel, open_model
 
     loaded = model if isinstance(model, LoadedModel) else open_model(model)
-    if loaded.kind not in spec.kinds:
-        raise EsrError(f"{loaded.label}: the {name} backend runs {' or '.join(spec.kinds)} models, not "
-                       f"{loaded.kind} files (use --backend {default_backend_for(loaded)})")
+    check_kind(name, spec, loaded)
     module_name, class_name = spec.factory.split(":")
     backend_class: Any = getattr(importlib.import_module(module_name), class_name)
-    return backend_class(loaded, device, precision, threads)
+    return backend_class(loaded, device, precision, threads, **options)

@@ -5,6 +5,7 @@ import torch
 
 from esr.archs.padding import pad_bottom_right
 from esr.descriptor import ModelDescriptor
+from esr.errors import EsrError
 
 
 def input_size(descriptor: ModelDescriptor, height: int, width: int,
@@ -41,3 +42,25 @@ def fit_input(x: torch.Tensor, descriptor: ModelDescriptor,
 def crop_output(y: torch.Tensor, descriptor: ModelDescriptor, height: int, width: int) -> torch.Tensor:
     """The top-left ``(height * s, width * s)`` of a model output ``y`` (N, C, H', W')."""
     return y[..., : height * descriptor.scale, : width * descriptor.scale]
+
+
+QUANTIZE_HINT = "make one with: esr quantize --model MODEL --calib DIR --out MODEL_int8.onnx, then pass it as --model"
+
+
+def graph_run_precision(backend: str, graph_precision: str, requested: str | None, device: str,
+                        float_precisions: tuple[str, ...]) -> str:
+    """The precision a graph runtime computes ``requested`` in (None: the graph's own), or EsrError (exit 2).
+
+    ``float_precisions``: what the runtime can run an fp32 graph at on ``device`` (e.g. OpenVINO
+    fp32/bf16/fp16). An INT8 QDQ graph runs only as int8; int8 needs such a graph.
+    """
+    if requested is None or requested == graph_precision:
+        return graph_precision
+    if graph_precision == "int8":
+        raise EsrError(f"{backend} backend: this is an INT8 QDQ graph; it runs as int8 only (use --precision int8)")
+    if requested == "int8":
+        raise EsrError(f"{backend} backend: int8 needs an INT8 QDQ graph; {QUANTIZE_HINT}")
+    if graph_precision == "fp32" and requested in float_precisions:
+        return requested
+    runs = ", ".join(dict.fromkeys((graph_precision, *float_precisions)))
+    raise EsrError(f"{backend} backend: {requested} on {device} is not available (it runs this graph as {runs})")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from esr.errors import EsrError
 from esr.loading import LoadedModel, cache_dir
 
 DEFAULT_OPSET = 17
@@ -70,4 +71,36 @@ def cached_deploy_graph(loaded: LoadedModel, recipe: str = "default", opset: int
     path = onnx_cache_dir() / f"{key}.onnx"
     if path.is_file():
         return path
-    return build_deploy_graph(loaded, recipe=recipe, opset=opset).save(path, overwrite=True)
+    if key in FAILED_BUILDS:  # e.g. an arch whose graph keeps its trace size: every graph backend asks
+        raise FAILED_BUILDS[key]
+    try:
+        return build_deploy_graph(loaded, recipe=recipe, opset=opset).save(path, overwrite=True)
+    except EsrError as err:
+        FAILED_BUILDS[key] = err
+        raise
+
+
+FAILED_BUILDS: dict[str, EsrError] = {}
+"""Graphs that could not be built in this process, by cache key: the error is raised again at once."""
+
+
+def cached_fp16_graph(path: Path) -> Path:
+    """An fp16 copy of the fp32 graph at ``path`` (float32 input and output kept), made once in the cache.
+
+    For onnxruntime's CUDA provider (onnxruntime-gpu); converted by onnxruntime's own
+    ``onnxruntime.transformers.float16`` (ops without fp16 kernels stay fp32 behind casts).
+    """
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    from esr.fileio import replace_atomically
+
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    target = onnx_cache_dir() / f"{digest}-fp16.onnx"
+    if target.is_file():
+        return target
+    half = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
+    for prop in half.metadata_props:  # the descriptor says what the graph computes in
+        if prop.key == "esr.precision":
+            prop.value = "fp16"
+    return replace_atomically(target, lambda tmp: onnx.save(half, tmp))

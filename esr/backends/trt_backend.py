@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib
-import warnings
 from typing import Callable
 
 import torch
@@ -41,8 +40,8 @@ class TensorRTBackend:
         self.device = device
         self.precision = loaded.descriptor.precision
         if precision is not None and precision != self.precision:
-            warnings.warn(f"the tensorrt backend runs the engine's own precision ({self.precision}); "
-                          f"{precision} ignored (build an engine in that precision)", stacklevel=3)
+            raise EsrError(f"tensorrt backend: this engine runs {self.precision}; build a {precision} engine with "
+                           f"esr export --trt --precision {precision}")
         self.runner = runner_class(str(loaded.path), device="cuda")
         self.max_hw = tuple(self.runner.profile_max_hw)
         self.fixed_hw = self.max_hw if tuple(self.runner.profile_min_hw) == self.max_hw else None

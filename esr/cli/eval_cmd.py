@@ -10,14 +10,14 @@ HELP = "measure Y-PSNR/SSIM of a model on a folder with HR/ and LR_bicubic/X{s}/
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from esr.backends import backend_devices, backend_names
+    from esr.backends import backend_devices
+    from esr.cli.backend_args import add_backend_arguments
 
     parser.add_argument("--model", default=None,
                         help="zoo name, checkpoint path, .onnx file or engine (default: the embedded model)")
     parser.add_argument("--data", required=True, help="dataset folder, e.g. ../shared/datasets/Set5")
     parser.add_argument("--scale", type=int, default=None, help="scale to evaluate (default: the model's)")
-    parser.add_argument("--backend", choices=backend_names(), default=None,
-                        help="backend (default: the first that runs --model as is)")
+    add_backend_arguments(parser, backend_default=None, precision_default=None)
     parser.add_argument("--device", choices=backend_devices(), default="cpu", help="device (default cpu)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (default 0: the library's default)")
     parser.add_argument("--max-pixels", type=non_negative_int, default=None, metavar="N",
@@ -29,7 +29,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.max_pixels is not None:
         raise_opencv_pixel_limit(args.max_pixels)  # before OpenCV loads
-    from esr.backends import create_backend, default_backend_for
+    from esr.backends import default_backend_for
+    from esr.backends.auto_backend import make_backend
     from esr.evaluate import evaluate
     from esr.image_io import DEFAULT_MAX_PIXELS
     from esr.loading import open_model
@@ -38,9 +39,9 @@ def run(args: argparse.Namespace) -> int:
     max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
     model_name = args.model or DEFAULT_MODEL
     loaded = open_model(model_name, scale=args.scale)
-    backend = create_backend(args.backend or default_backend_for(loaded), loaded, device=args.device,
-                             threads=args.threads)
-    result = {"model": str(model_name), "backend": backend.name, "precision": backend.precision,
+    backend = make_backend(args.backend or default_backend_for(loaded), loaded, args.device, args.precision,
+                           args.threads, args.min_fidelity_db, quiet=args.json)
+    result = {"model": str(model_name), "backend": getattr(backend, "label", backend.name), "precision": backend.precision,
               **evaluate(backend, args.data, progress=not args.json, max_pixels=max_pixels)}
     if args.json:
         print(json.dumps(result))
@@ -48,5 +49,5 @@ def run(args: argparse.Namespace) -> int:
     for image in result["images"]:
         print(f"{image['name']:<16}{image['psnr_y']:>8.2f} dB{image['ssim_y']:>8.4f}")
     print(f"{'mean':<16}{result['psnr_y']:>8.2f} dB{result['ssim_y']:>8.4f}  "
-          f"({result['model']}, {result['dataset']} x{result['scale']}, {backend.name} {backend.precision})")
+          f"({result['model']}, {result['dataset']} x{result['scale']}, {result['backend']} {backend.precision})")
     return 0

@@ -28,8 +28,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="replace existing output files (never the source model)")
     parser.add_argument("--trt", nargs="?", const="", default=None, metavar="OUT.engine",
                         help="also build a TensorRT engine (default path: the ONNX path with .engine)")
-    parser.add_argument("--fp16", action="store_true", help="TensorRT FP16")
-    parser.add_argument("--int8", action="store_true", help="TensorRT INT8 (QDQ graph, or calibration via --calib)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16", "int8"), default="auto",
+                        help="the engine's precision (--trt): fp32, fp16, int8 (QDQ graph, or calibration via --calib); "
+                             "auto/fp32 without --trt: the fp32 ONNX, which runtimes run at any precision "
+                             "(--precision on upscale/eval/bench); bf16 is a runtime precision only (default auto)")
+    parser.add_argument("--fp16", action="store_true", help="same as --precision fp16")
+    parser.add_argument("--int8", action="store_true", help="same as --precision int8")
     parser.add_argument("--calib", default=None, help="folder of calibration images for --int8")
     parser.add_argument("--calib-cache", default=None, help="INT8 calibration cache (read if present, else written)")
     parser.add_argument("--dynamic", action="store_true",
@@ -54,11 +58,31 @@ def default_parity_dir(scale: int) -> Path:
     return shared_dir() / "datasets" / "Set5" / "LR_bicubic" / f"X{max(scale, 2)}"
 
 
+def export_precision(args: argparse.Namespace) -> str:
+    """The precision of what ``esr export`` builds: fp32 for the ONNX; the engine's with --trt. EsrError (exit 2)
+    for what export cannot build."""
+    from esr.errors import EsrError
+
+    aliases = [p for p, flag in (("fp16", args.fp16), ("int8", args.int8)) if flag]
+    if len(aliases) > 1 or (aliases and args.precision not in ("auto", aliases[0])):
+        raise EsrError(f"--precision {args.precision}, --fp16 and --int8 contradict each other")
+    precision = aliases[0] if aliases else args.precision
+    if precision == "bf16":
+        raise EsrError("--precision bf16: a runtime precision, not a graph's: export the fp32 ONNX and run it with "
+                       "--backend openvino --precision bf16 (or torch) on a CPU with AMX/AVX512-BF16")
+    if precision in ("fp16", "int8") and args.trt is None:
+        how = ("make an INT8 QDQ graph with esr quantize" if precision == "int8"
+               else "run the fp32 ONNX with --precision fp16 (onnxruntime on CUDA, openvino)")
+        raise EsrError(f"--precision {precision}: the ONNX graph stays fp32; add --trt for a TensorRT {precision} "
+                       f"engine, or {how}")
+    return "fp32" if precision == "auto" else precision
+
+
 def engine_spec(args: argparse.Namespace, onnx_path: Path, shapes: dict[str, tuple[int, int, int, int]]):
     from esr.export.images import image_files
     from esr.export.trt_build import EngineSpec
 
-    precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
+    precision = export_precision(args)
     engine = Path(args.trt) if args.trt else onnx_path.with_suffix(".engine")
     static = not args.dynamic
     return EngineSpec(
@@ -80,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     from esr.loading import engine_sidecar, open_model
     from esr.zoo import DEFAULT_MODEL
 
+    export_precision(args)  # refuse what cannot be built before any work
     try:
         parsed = {name: parse_shape(getattr(args, name)) for name in ("min", "opt", "max")}
     except ValueError as err:

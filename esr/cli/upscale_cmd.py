@@ -42,6 +42,13 @@ rerunning the same command after an interrupt or a kill continues from the last 
 segment. Animated GIF/WebP/APNG keep every frame, durations and loop; multi-page TIFF
 keeps every page. Videos and animations keep their format whatever --ext says.
 
+backend and precision: --backend auto --precision auto (default) measures the installed
+backends x precisions once per model, machine, library versions and tile (a few seconds to
+half a minute; cached under the esr cache dir), prints "auto: CHOICE, Nx over onnxruntime fp32,
+D dB vs fp32" and runs the fastest whose output stays within --min-fidelity-db (52.5) of fp32 on
+the package's sample image. Name both to force a choice; a combination this machine cannot run
+is refused with the reason (exit 2). See docs/precision.md.
+
 more than one process (docs/scale-out.md): --shard I/N keeps the outputs whose relative path
 hashes to shard I (0-based); run I = 0..N-1 anywhere (a SLURM job array, N shells) into one OUTDIR.
 --ray [ADDRESS] spreads the files over a Ray cluster's actors, one loaded model each (pip install
@@ -95,7 +102,8 @@ def raise_opencv_pixel_limit(max_pixels: int) -> None:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from esr.backends import backend_devices, backend_names, backends_help
+    from esr.backends import backend_devices
+    from esr.cli.backend_args import add_backend_arguments
 
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -103,12 +111,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (created if missing)")
     parser.add_argument("--model", default=None,
                         help="zoo name, .pth checkpoint, .onnx file or TensorRT engine (default: the embedded model)")
-    parser.add_argument("--backend", choices=backend_names(), default=None,
-                        help=f"inference backend (default: the first that runs --model as is: onnxruntime for "
-                             f".onnx, tensorrt for engines, else torch). {backends_help()}")
+    add_backend_arguments(parser, backend_default="auto", precision_default="auto")
     parser.add_argument("--device", choices=backend_devices(), default=None,
                         help="default: cuda if available, else cpu")
-    parser.add_argument("--fp16", action="store_true", help="half precision on CUDA (tiles with NaN/Inf rerun in fp32)")
+    parser.add_argument("--fp16", action="store_true", help="same as --precision fp16")
     parser.add_argument("--threads", type=non_negative_int, default=0,
                         help="CPU threads for torch and onnxruntime (default 0: each library's own default)")
     parser.add_argument("--tile", type=int, default=0, help="tile side in input pixels; 0 = automatic (see below)")
@@ -187,11 +193,14 @@ def run(args: argparse.Namespace) -> int:
         raise EsrError("--tile, --tile-pad and --jobs must be >= 0")
     if not 1 <= args.quality <= 100:
         raise EsrError("--quality must be between 1 and 100")
+    if args.fp16 and args.precision not in ("auto", "fp16"):
+        raise EsrError(f"--fp16 and --precision {args.precision} contradict each other (--fp16 means --precision fp16)")
     if args.ray_actors and args.ray is None:
         raise EsrError("--ray-actors needs --ray")
     options = BatchOptions(
         inputs=list(args.inputs), outdir=args.output, model=args.model, backend=args.backend, device=args.device,
-        fp16=args.fp16, threads=args.threads, tile=args.tile, tile_pad=args.tile_pad, outscale=args.outscale,
+        precision="fp16" if args.fp16 else args.precision, min_fidelity_db=args.min_fidelity_db,
+        threads=args.threads, tile=args.tile, tile_pad=args.tile_pad, outscale=args.outscale,
         ext=args.ext, quality=args.quality, suffix=args.suffix, recursive=args.recursive, overwrite=args.overwrite,
         jobs=args.jobs, quiet=args.quiet, video=video_options(args),
         shard=None if args.shard is None else parse_shard(args.shard), ray=args.ray, ray_actors=args.ray_actors,

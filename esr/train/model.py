@@ -1,9 +1,10 @@
 """``ESRModel``: BasicSR's ``SRModel`` with what esr's training adds, and nothing else.
 
 * the contrastive loss gets the LR batch (for its negative) when it is the ``pixel_opt``;
-* ``train.grad_clip`` (max global L2 norm, 0 = off), ``train.amp`` (CUDA only; ignored
-  with a warning on CPU) and ``train.channels_last`` (NHWC weights and batches: a training step
-  of RLFN-S on a 2-core AVX2 CPU ran 1.4x faster), next to BasicSR's own ``train.ema_decay``;
+* ``train.grad_clip`` (max global L2 norm, 0 = off), ``train.amp`` (:func:`amp_dtype`: fp16
+  autocast with a gradient scaler on CUDA, bf16 autocast on a CPU with native bf16, ignored with
+  a one-line note on other CPUs) and ``train.channels_last`` (NHWC weights and batches: a training
+  step of RLFN-S on a 2-core AVX2 CPU ran 1.4x faster), next to BasicSR's own ``train.ema_decay``;
 * validation scores with :func:`esr.evaluate.evaluate`, the code of ``esr eval``, logs
   Y-PSNR/SSIM to the BasicSR log and tensorboard, appends ``{iter, psnr_y, ssim_y}`` to
   ``val_curve.jsonl`` in the experiment folder and keeps ``models/net_g_best.pth`` (an esr
@@ -41,6 +42,23 @@ from esr.train.bridge import weights_only_loads  # noqa: E402
 from esr.train.distributed import gather_digests  # noqa: E402
 from esr.train.losses import ContrastiveLoss  # noqa: E402
 from esr.train.state import plain_data, restore_counters  # noqa: E402
+
+
+def amp_dtype(device: torch.device) -> tuple[torch.dtype | None, str]:
+    """The autocast dtype ``train.amp`` uses on ``device`` (None: off) and a one-line note for the log.
+
+    CUDA: float16 (with a gradient scaler). CPU: bfloat16 when the CPU computes it natively
+    (AMX-BF16 or AVX512-BF16; bf16 has fp32's range, so no scaler), else off: emulated bf16 is
+    slower than fp32.
+    """
+    if device.type == "cuda":
+        return torch.float16, "train.amp: fp16 autocast with gradient scaling on CUDA"
+    from esr.capabilities import FEATURE_NAMES, native_units
+
+    units = native_units("bf16")
+    if units:
+        return torch.bfloat16, f"train.amp: bf16 autocast on CPU ({', '.join(units)})"
+    return None, f"train.amp is ignored: this CPU has no native bf16 ({FEATURE_NAMES['bf16']}) and no CUDA GPU is used"
 
 
 def warm_start_report(net: torch.nn.Module, path: str) -> str:
@@ -115,10 +133,11 @@ class ESRModel(SRModel):
         super().init_training_settings()
         train_opt = self.opt["train"]
         self.grad_clip = float(train_opt.get("grad_clip", 0))
-        self.use_amp = bool(train_opt.get("amp", False)) and self.device.type == "cuda"
-        if train_opt.get("amp") and not self.use_amp:
-            get_root_logger().warning("train.amp is ignored: automatic mixed precision needs CUDA")
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.autocast_dtype = None
+        if train_opt.get("amp"):
+            self.autocast_dtype, note = amp_dtype(self.device)
+            (get_root_logger().info if self.autocast_dtype else get_root_logger().warning)(note)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype == torch.float16)
         self.memory_format = memory_format_of(self.opt)  # net_g has it (model_to_device)
 
     def feed_data(self, data: dict[str, Any]) -> None:
@@ -136,7 +155,7 @@ class ESRModel(SRModel):
     def optimize_parameters(self, current_iter: int) -> None:
         self.optimizer_g.zero_grad()
         loss_dict: OrderedDict[str, torch.Tensor] = OrderedDict()
-        with torch.autocast(self.device.type, enabled=self.use_amp):
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
             self.output = self.net_g(self.lq)
             l_total = torch.zeros((), device=self.device)
             if self.cri_pix:

@@ -40,7 +40,7 @@ def run_identity(source: VideoSource, options: BatchOptions, spec: EncodeSpec) -
     """Everything that must match for a rerun to continue the segments of an earlier one."""
     return {
         "source": source_fingerprint(source.path),
-        "model": model_identity(options.model), "backend": options.backend, "fp16": options.fp16,
+        "model": model_identity(options.model), "backend": options.backend, "precision": options.precision,
         "tile": options.tile, "tile_pad": options.tile_pad, "outscale": options.outscale,
         "codec": spec.encoder.name, "codec_options": spec.options, "pix_fmt": spec.pix_fmt,
     }

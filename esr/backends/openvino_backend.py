@@ -1,0 +1,41 @@
+"""OpenVINO backend: an ``.onnx`` file, or a torch model's cached default-recipe deploy graph (``esr[openvino]``)."""
+from __future__ import annotations
+
+import torch
+
+from esr.backends.base import crop_output, fit_input, graph_run_precision
+from esr.backends.graph_cache import cached_deploy_graph
+from esr.backends.openvino_runtime import OpenVINORunner
+from esr.descriptor import ModelDescriptor, read_metadata
+from esr.loading import LoadedModel
+
+
+class OpenVINOBackend:
+    """Runs a graph with :class:`esr.backends.openvino_runtime.OpenVINORunner` (shapes, hints: see that module).
+
+    An fp32 graph runs at fp32, bf16 or fp16 (the device must report the capability); an INT8
+    QDQ graph (``esr quantize``) runs as int8. Anything else is refused with one line.
+    """
+
+    name = "openvino"
+
+    def __init__(self, loaded: LoadedModel, device: str = "cpu", precision: str | None = None,
+                 threads: int = 0) -> None:
+        path = loaded.path if loaded.kind == "onnx" else cached_deploy_graph(loaded)
+        if loaded.kind == "onnx":
+            self.descriptor = loaded.descriptor
+        else:  # the cached graph's own descriptor: recipe applied, graph size limits
+            import onnx
+
+            self.descriptor: ModelDescriptor = read_metadata(onnx.load(str(path), load_external_data=False))
+        self.precision = graph_run_precision(self.name, self.descriptor.precision, precision, device,
+                                             ("bf16", "fp16"))
+        self.runner = OpenVINORunner(path, device, self.precision, threads)
+        self.device = device
+        self.max_hw = self.runner.input_hw
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        x = fit_input(x, self.descriptor, self.max_hw)
+        y = self.runner(x.float().contiguous().numpy())
+        return torch.from_numpy(crop_output(y, self.descriptor, height, width)).contiguous()
