@@ -10,6 +10,7 @@ import onnx
 import torch
 
 from esr.backends.sessions import ort_session
+from esr.channels import array_to_channels
 from esr.complexity import count_macs, count_params
 from esr.descriptor import ModelDescriptor
 from esr.errors import EsrError
@@ -96,13 +97,14 @@ def run_export(model: LoadedModel | torch.nn.Module, onnx_path: str | Path, pass
         model: eval-mode torch model with a descriptor (unchanged; parity is against it, not the rewritten copy).
         shape: (N, 3, H, W): the static shape, or the trace/opt shape when ``dynamic``.
         parity_dir: folder of real images for the ORT parity check and pass-error sample (None: the package's
-            sample image).
+            sample image), converted to the model's input channels by :mod:`esr.channels`.
         sources, overwrite: the output policy of :func:`esr.fileio.write_output` for ``onnx_path``.
         threads: CPU threads of the parity session (0: onnxruntime's default); torch's are the caller's
             (:func:`esr.backends.sessions.use_threads`).
     """
     loaded = open_model(model, allow_untrained=True)
     images, source = parity_images(parity_dir)
+    images = [array_to_channels(image, loaded.descriptor.in_channels) for image in images]
     sample = torch.from_numpy(fit(images[0], PASS_SAMPLE_HW, PASS_SAMPLE_HW))
     after = build_deploy_graph(loaded, passes, shape, dynamic, opset, sample=sample)
     before = build_deploy_graph(loaded, "none", shape, dynamic, opset) if after.recipe else after

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from esr.errors import EsrError
+from esr.errors import EsrError, first_line
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -77,5 +77,4 @@ def ort_session(model: Any, threads: int = 0, device: str = "cpu", optimize: boo
     try:
         return ort.InferenceSession(source, options, providers=providers)
     except Exception as err:  # onnxruntime raises its own exception types for any bad graph
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise EsrError(f"{label}: onnxruntime cannot load it ({reason})") from None
+        raise EsrError(f"{label}: onnxruntime cannot load it ({first_line(err)})") from None

@@ -67,7 +67,9 @@ class TorchBackend:
         self.descriptor = loaded.descriptor
         self.device = device
         self.dtype = DTYPES[self.precision]
-        self.memory_format = torch.channels_last if device == "cpu" else torch.contiguous_format
+        tensors = [*loaded.module.parameters(), *loaded.module.buffers()]
+        five_d = any(tensor.dim() == 5 for tensor in tensors)  # torch would give them channels_last too, and fail
+        self.memory_format = torch.channels_last if device == "cpu" and not five_d else torch.contiguous_format
         base = copy.deepcopy(loaded.module).float().eval().to(device=device, memory_format=self.memory_format)
         self.fallback = base if self.precision == "fp16" else None
         self.model = copy.deepcopy(base).to(self.dtype) if self.fallback is not None else base.to(self.dtype)

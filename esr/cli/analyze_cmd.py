@@ -6,21 +6,11 @@ import sys
 from pathlib import Path
 
 from esr.cli.common import THREADS_HELP, add_json_argument, add_model_argument, add_threads_argument, print_json
+from esr.cli.shapes import DEFAULT_HW, for_model, shape_arg, text
 
-DEFAULT_SHAPE = (1, 3, 256, 256)
+DEFAULT_SHAPE = (1, None, *DEFAULT_HW)
 
 HELP = "per-layer roofline analysis and predicted latency of a model's deploy graph on a hardware profile"
-
-
-def parse_shape(text: str) -> tuple[int, int, int, int]:
-    """``"1x3x256x256"`` -> (1, 3, 256, 256); argparse type."""
-    try:
-        dims = tuple(int(d) for d in text.lower().split("x"))
-    except ValueError:
-        dims = ()
-    if len(dims) != 4 or dims[1] != 3 or min(dims) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected Nx3xHxW, e.g. 1x3x256x256")
-    return dims
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -30,8 +20,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hw", default="local",
                         help="hardware profile: local (this machine, measured), h100, a100, l4, rtx3090, rtx4090, "
                              "jetson-agx-orin, orin-nano")
-    parser.add_argument("--shape", type=parse_shape, default=None,
-                        help="input NxCxHxW (default: 1x3x256x256; a static-shape .onnx: its own)")
+    parser.add_argument("--shape", type=shape_arg, default=None,
+                        help="input NxCxHxW or HxW (channels: the model's; default: 256x256, a static-shape .onnx: "
+                             "its own)")
     parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
                         help="bytes per element and peak used")
     parser.add_argument("--recipe", default="default",
@@ -77,7 +68,8 @@ def static_graph(loaded, shape: tuple[int, int, int, int] | None, recipe: str):
     from esr.fileio import write_output
 
     if loaded.kind == "module":
-        graph = build_deploy_graph(loaded, recipe, shape or DEFAULT_SHAPE, dynamic=False)
+        graph = build_deploy_graph(loaded, recipe, for_model(shape or DEFAULT_SHAPE, loaded.descriptor, "--shape"),
+                                   dynamic=False)
         return graph.model, graph.recipe, graph.shape, graph.save
     if loaded.kind != "onnx":
         raise EsrError(f"{loaded.label}: esr analyze reads torch models and ONNX graphs, not {loaded.kind} files "
@@ -92,7 +84,8 @@ def static_graph(loaded, shape: tuple[int, int, int, int] | None, recipe: str):
     source = onnx.load(str(loaded.path))
     dims = graph_input_dims(source)
     static = all(isinstance(d, int) and d > 0 for d in dims)
-    shape = shape or (tuple(dims) if static else DEFAULT_SHAPE)
+    shape = tuple(dims) if static and shape is None else for_model(shape or DEFAULT_SHAPE, loaded.descriptor,
+                                                                       "--shape")
     try:
         model = at_static_shape(source, shape)
     except ValueError as err:
@@ -136,11 +129,11 @@ def run(args: argparse.Namespace) -> int:
     if args.factors_from:
         hw = hw.with_factors_from(get_profile(args.factors_from, threads))
     if args.shape is not None and args.shape[0] != 1:
-        raise EsrError(f"--shape {'x'.join(map(str, args.shape))}: only batch 1 is analysed")
+        raise EsrError(f"--shape {text(args.shape)}: only batch 1 is analysed")
     loaded = open_model(name, scale=args.scale, allow_untrained=True)
     model, recipe, shape, save_graph = static_graph(loaded, args.shape, args.recipe)
     if shape[0] != 1:
-        raise EsrError(f"{name}: its input is {'x'.join(map(str, shape))}; only batch 1 is analysed")
+        raise EsrError(f"{name}: its input is {text(shape)}; only batch 1 is analysed")
     try:
         layers = analyze_graph(model, args.precision)
     except ValueError as err:

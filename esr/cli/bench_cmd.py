@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from esr.cli.analyze_cmd import parse_shape
 from esr.cli.common import add_device_argument, add_json_argument, add_model_argument, add_threads_argument, print_json
+from esr.cli.shapes import DEFAULT_HW, for_model, shape_arg
 
 HELP = ("time a model on the registered backends (warm-up, N runs, median and p90, machine recorded); "
         "--precision all: every backend x precision with its fidelity, the table --backend auto chooses from")
@@ -19,8 +19,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=int, default=None, help="scale (presets: default 4)")
     add_backend_arguments(parser, backend_default=None, precision_default=None, table=True)
     add_device_argument(parser)
-    parser.add_argument("--shape", type=parse_shape, action="append", default=None,
-                        help="input NxCxHxW, repeatable (default 1x3x256x256)")
+    parser.add_argument("--shape", type=shape_arg, action="append", default=None,
+                        help="input NxCxHxW or HxW (channels: the model's), repeatable (default 256x256)")
     parser.add_argument("--runs", type=int, default=10, help="timed runs")
     parser.add_argument("--warmup", type=int, default=2, help="untimed warm-up runs")
     add_threads_argument(parser)
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     several = args.backend == "all" or args.precision == "all"  # several backends: cuda if available to torch
     named = args.backend if args.backend not in (None, "all") else None if several else default_backend_for(loaded)
     args.device = args.device or default_device(named)
-    shapes = args.shape or [(1, 3, 256, 256)]
+    shapes = [for_model(shape, loaded.descriptor, "--shape") for shape in args.shape or [(1, None, *DEFAULT_HW)]]
     machine = machine_info()
     if args.precision == "all":
         return candidate_table(args, loaded, shapes, machine)
@@ -84,6 +84,7 @@ def candidate_table(args: argparse.Namespace, loaded, shapes: list, machine: dic
     from esr.autoselect import Candidate, choose, default_floor, measure
     from esr.backends import create_backend
     from esr.backends.auto_backend import candidates_for
+    from esr.channels import to_channels
     from esr.sample import sample_batch
 
     backends = None if args.backend in (None, "all", "auto") else [args.backend]
@@ -96,7 +97,7 @@ def candidate_table(args: argparse.Namespace, loaded, shapes: list, machine: dic
     def build(candidate: Candidate):
         return create_backend(candidate.backend, loaded, candidate.device, candidate.precision, args.threads)
 
-    sample = torch.from_numpy(sample_batch())
+    sample = to_channels(torch.from_numpy(sample_batch()), loaded.descriptor.in_channels)
     for shape in shapes:
         tile = torch.rand(shape, generator=torch.Generator().manual_seed(0))
         trials, reference = measure(candidates, build, sample, tile, references, args.min_fidelity_db,

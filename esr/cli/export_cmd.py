@@ -14,19 +14,10 @@ from esr.cli.common import THREADS_HELP, add_json_argument, add_model_argument, 
 
 HELP = "export a model to ONNX (deploy rewrites, parity and TensorRT op checks) and optionally a TensorRT engine"
 
-DEFAULT_OPT = "1x3x256x256"
-DEFAULT_MIN = "1x3x16x16"
-DEFAULT_MAX = "1x3x1024x1024"
-
-
-def parse_shape(text: str) -> tuple[int, int, int, int]:
-    """``NxCxHxW`` or ``HxW`` (N=1, C=3) -> (N, C, H, W); ValueError otherwise."""
-    dims = [int(d) for d in text.lower().split("x")]
-    if len(dims) == 2:
-        dims = [1, 3, *dims]
-    if len(dims) != 4 or min(dims) < 1:
-        raise ValueError(f"bad shape {text!r}: use NxCxHxW or HxW")
-    return dims[0], dims[1], dims[2], dims[3]
+DEFAULT_OPT = "256x256"
+DEFAULT_MIN = "16x16"
+DEFAULT_MAX = "1024x1024"
+"""Profile shapes: HxW, the channel count is the model's (NxCxHxW is accepted too)."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -46,8 +37,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--int8", action="store_true", help="same as --precision int8")
     parser.add_argument("--calib", default=None, help="folder of calibration images for --int8")
     parser.add_argument("--calib-cache", default=None, help="INT8 calibration cache (read if present, else written)")
-    parser.add_argument("--dynamic", action="store_true", help="symbolic N/H/W (else static at --opt)")
-    parser.add_argument("--min", default=DEFAULT_MIN, help="profile min shape")
+    parser.add_argument("--dynamic", action="store_true",
+                        help="symbolic N/H/W (else static at --opt); checked by running the graph at a second "
+                             "size: an arch whose graph keeps the trace size is refused in one line")
+    parser.add_argument("--min", default=DEFAULT_MIN, help="profile min shape, HxW or NxCxHxW")
     parser.add_argument("--opt", default=DEFAULT_OPT, help="profile opt / static shape")
     parser.add_argument("--max", default=DEFAULT_MAX, help="profile max shape")
     parser.add_argument("--recipe", default="default",
@@ -102,6 +95,7 @@ def engine_spec(args: argparse.Namespace, onnx_path: Path, shapes: dict[str, tup
 
 def run(args: argparse.Namespace) -> int:
     from esr.backends.sessions import use_threads
+    from esr.cli.shapes import for_model, parse_shape
     from esr.errors import EXIT_FAILED, EXIT_USAGE, EsrError
     from esr.export.pipeline import PARITY_TOL, report_json, report_lines, run_export
     from esr.export.trt_build import EXIT_NO_TENSORRT, build_engine, trtexec_command
@@ -111,10 +105,11 @@ def run(args: argparse.Namespace) -> int:
 
     export_precision(args)  # refuse what cannot be built before any work
     try:
-        shapes = {name: parse_shape(getattr(args, name)) for name in ("min", "opt", "max")}
+        parsed = {name: parse_shape(getattr(args, name)) for name in ("min", "opt", "max")}
     except ValueError as err:
         raise EsrError(f"--min/--opt/--max: {err}", EXIT_USAGE) from None
-    if args.dynamic and not all(a <= b <= c for a, b, c in zip(shapes["min"], shapes["opt"], shapes["max"])):
+    sizes = [[d for i, d in enumerate(parsed[name]) if i != 1] for name in ("min", "opt", "max")]
+    if args.dynamic and not all(a <= b <= c for a, b, c in zip(*sizes)):
         raise EsrError("--min/--opt/--max: need min <= opt <= max in every dimension", EXIT_USAGE)
     if args.opset < 17:
         raise EsrError(f"--opset {args.opset}: esr exports opset 17 or newer", EXIT_USAGE)
@@ -126,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
     name = args.model or DEFAULT_MODEL
     loaded = open_model(name, scale=args.scale, allow_untrained=True)
+    shapes = {key: for_model(shape, loaded.descriptor, f"--{key}") for key, shape in parsed.items()}
     scale = loaded.descriptor.scale
     onnx_path = Path(args.onnx) if args.onnx else Path(f"{Path(str(name)).stem}_x{scale}.onnx")
     targets = [onnx_path]

@@ -43,17 +43,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_json_argument(parser, "one JSON object: the report written to --report, with the OUT and report paths")
 
 
-def fp32_graph(model_spec: str, recipe: str):
-    """(fp32 ONNX graph, its descriptor): the ``.onnx`` file itself, or the deploy graph of a torch model."""
+def fp32_graph(model_spec: str, recipe: str, crop_size: int):
+    """(fp32 ONNX graph, its descriptor): the ``.onnx`` file itself, or the deploy graph of a torch
+    model: dynamic, or, for an arch whose graph keeps its trace size, static at the calibration crop
+    size (grown to the model's size requirements), with a warning."""
+    import warnings
+
     import onnx
 
+    from esr.backends.base import input_size
     from esr.errors import EsrError
-    from esr.export.graph import build_deploy_graph
+    from esr.export.graph import DynamicShapeError, build_deploy_graph
     from esr.loading import open_model
 
     loaded = open_model(model_spec, allow_untrained=True)
     if loaded.kind == "module":
-        graph = build_deploy_graph(loaded, recipe)
+        try:
+            graph = build_deploy_graph(loaded, recipe)
+        except DynamicShapeError as err:
+            d = loaded.descriptor
+            height, width = input_size(d.replace(pads_inside=False), crop_size, crop_size)
+            warnings.warn(f"{err}: quantizing a static {height}x{width} graph instead", stacklevel=2)
+            graph = build_deploy_graph(loaded, recipe, shape=(1, d.in_channels, height, width))
         return graph.model, graph.descriptor
     if loaded.kind != "onnx" or loaded.descriptor.precision != "fp32":
         raise EsrError(f"{loaded.label}: esr quantize needs an fp32 ONNX graph or a torch model "
@@ -82,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         layer_budget_db=args.layer_budget_db, target_db=args.target_db, max_kept=args.max_kept, keep=args.keep,
         threads=args.threads,
     )
-    graph, descriptor = fp32_graph(args.model, args.recipe)
+    graph, descriptor = fp32_graph(args.model, args.recipe, args.crop_size)
     model, report = quantize_onnx(graph, args.calib, config, descriptor=descriptor)
     report["model"] = args.model
     write_output_bytes(out, model.SerializeToString(), sources, args.overwrite)

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import onnx
 
+from esr.backends.base import input_size
+from esr.channels import array_to_channels
 from esr.descriptor import ModelDescriptor, read_metadata, write_metadata
 from esr.errors import EsrError
 from esr.metrics import fidelity_psnr
@@ -105,12 +107,21 @@ def static_input_hw(model: onnx.ModelProto) -> tuple[int, int] | None:
     return (height, width) if isinstance(height, int) and isinstance(width, int) else None
 
 
+def input_channels(model: onnx.ModelProto) -> int:
+    """The channel count of the graph's image input (3 when it is symbolic)."""
+    from esr.loading import graph_input_dims
+
+    channels = graph_input_dims(model)[1]
+    return channels if isinstance(channels, int) else 3
+
+
 def quantize_onnx(model: onnx.ModelProto, calib_dir: str, config: QuantConfig, progress: bool = True,
                   descriptor: ModelDescriptor | None = None) -> tuple[onnx.ModelProto, dict]:
     """Calibrate on LR crops of ``calib_dir`` and return (QDQ model, report).
 
     The model must map one float NCHW image in [0, 1] to one output image (any esr export). A
-    static-shape graph is calibrated on crops of its input size (smaller images reflect-padded).
+    static-shape graph is calibrated on crops of its input size (smaller images reflect-padded);
+    crops are converted to the graph's input channels (:mod:`esr.channels`).
     The QDQ model carries ``descriptor`` (default: the input graph's esr metadata) with precision int8.
     """
     if config.method not in QUANT_METHODS:
@@ -130,7 +141,10 @@ def quantize_onnx(model: onnx.ModelProto, calib_dir: str, config: QuantConfig, p
     if fixed_hw is None and config.crop_size < min_side:
         raise EsrError(f"crop size {config.crop_size}: below the model's minimum input side {min_side}")
     crop_hw = fixed_hw or (config.crop_size, config.crop_size)
+    if fixed_hw is None and descriptor is not None:  # a square-input model: square crops
+        crop_hw = input_size(descriptor, *crop_hw)
     crops = load_crops(calib_dir, config.num_calib, crop_hw, config.downscale, config.seed)
+    crops = [array_to_channels(crop, input_channels(model)) for crop in crops]
     tensors = sorted({t for u in info.units for t in u.inputs + u.outputs})
     stats = collect_stats(info.model, tensors, crops, progress=progress, seed=config.seed, threads=config.threads)
     act = activation_grids(info, stats, QUANT_METHODS.get(config.method))
