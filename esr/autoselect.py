@@ -42,7 +42,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Collection, Iterable, Sequence
 
 import numpy as np
 
@@ -163,21 +163,45 @@ class Decision:
 
 
 def choose(trials: Sequence[Trial], min_fidelity_db: float = DEFAULT_MIN_FIDELITY_DB,
-           reference: Candidate = REFERENCE) -> Decision:
+           reference: Candidate = REFERENCE, choosable: Collection[Candidate] | None = None) -> Decision:
     """The fastest trial that ran, reaches ``min_fidelity_db`` and is not slower than ``reference``.
 
-    EsrError (exit 2) naming each candidate's problem when none qualifies.
+    ``choosable``: the candidates that may be chosen (default: every trial). When the reference is not among
+    them (a precision the user named, say fp16, against the fp32 reference) the speed condition is dropped:
+    the fastest faithful one of them runs. EsrError (exit 2) naming each candidate's problem when none qualifies.
     """
+    allowed = [t for t in trials if choosable is None or t.candidate in choosable]
     ref = next((t for t in trials if t.candidate == reference and t.error is None and t.median_ms), None)
-    eligible = [t for t in trials if t.error is None and t.median_ms is not None and t.fidelity_db is not None
-                and t.fidelity_db >= min_fidelity_db and (ref is None or t.median_ms <= ref.median_ms)]
+    bar = ref if choosable is None or reference in choosable else None
+    eligible = [t for t in allowed if t.error is None and t.median_ms is not None and t.fidelity_db is not None
+                and t.fidelity_db >= min_fidelity_db and (bar is None or t.median_ms <= bar.median_ms)]
     if not eligible:
-        reasons = "; ".join(f"{t.candidate.label}: {t.error or 'below the fidelity floor'}" for t in trials)
+        if allowed and all(t.error for t in allowed):
+            raise EsrError(none_runs(allowed))
+        reasons = "; ".join(f"{t.candidate.label}: {t.error or 'below the fidelity floor'}" for t in allowed)
         raise EsrError(f"auto: no backend can run this model at >= {min_fidelity_db:g} dB Y-PSNR vs fp32 "
                        f"({reasons or 'none installed'})")
     best = min(eligible, key=lambda t: t.median_ms)
     return Decision(chosen=best.candidate, reference=reference, median_ms=best.median_ms, fidelity_db=best.fidelity_db,
                     reference_ms=ref.median_ms if ref else None, min_fidelity_db=min_fidelity_db, trials=list(trials))
+
+
+def none_runs(trials: Sequence[Trial]) -> str:
+    """The one line for candidates none of which could run: each backend's reason, then (on a CPU, for one
+    precision) what this CPU offers instead, e.g. ``auto: no installed backend computes fp16 on cpu here
+    (torch: fp16 needs CUDA (--device cuda); ...); on this CPU use --precision bf16 (AMX-BF16) or fp32``."""
+    from esr.capabilities import cpu_alternatives
+
+    settings = sorted({(t.candidate.precision, t.candidate.device) for t in trials})
+    hint = cpu_alternatives(settings[0][0]) if len(settings) == 1 and settings[0][1] == "cpu" else ""
+
+    def reason(trial: Trial) -> str:
+        text = str(trial.error).removeprefix(f"{trial.candidate.backend} backend: ")
+        return text.replace(f"; {hint}", "") if hint else text
+
+    what = " or ".join(f"{precision} on {device}" for precision, device in settings)
+    reasons = "; ".join(f"{t.candidate.label}: {reason(t)}" for t in trials)
+    return f"auto: no installed backend computes {what} here ({reasons}){f'; {hint}' if hint else ''}"
 
 
 def measure(candidates: Iterable[Candidate], build: Callable[[Candidate], Runner], sample, tile,
@@ -276,10 +300,12 @@ def save_trials(path: Path, key: dict, trials: Sequence[Trial], reference: Candi
 
 
 def auto_select(key: dict, run_measurements: Callable[[], tuple[list[Trial], Candidate]],
-                min_fidelity_db: float | None = None, cache_root: Path | None = None) -> Decision:
+                min_fidelity_db: float | None = None, cache_root: Path | None = None,
+                choosable: Collection[Candidate] | None = None) -> Decision:
     """The decision for ``key``: from the cache when it holds this key's measurements, else measured and cached.
 
-    ``min_fidelity_db`` None: :func:`default_floor` of the reference the measurements used.
+    ``min_fidelity_db`` None: :func:`default_floor` of the reference the measurements used; ``choosable``: as
+    for :func:`choose`.
     """
     path = cache_path(key, cache_root)
     cached = load_trials(path, key)
@@ -292,6 +318,6 @@ def auto_select(key: dict, run_measurements: Callable[[], tuple[list[Trial], Can
     else:
         trials, reference = cached
     floor = default_floor(reference) if min_fidelity_db is None else min_fidelity_db
-    decision = choose(trials, floor, reference)
+    decision = choose(trials, floor, reference, choosable)
     decision.cached, decision.measure_s = cached is not None, seconds
     return decision

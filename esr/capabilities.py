@@ -82,6 +82,23 @@ def require_native_cpu(precision: str, who: str, flags: frozenset[str] | None = 
                        f"this CPU ({cpu_model()}) has none")
 
 
+def unit_name(flag: str) -> str:
+    """``amx_bf16`` -> ``AMX-BF16`` (how CPU makers print a feature)."""
+    return flag.upper().replace("_", "-")
+
+
+def cpu_alternatives(precision: str, flags: frozenset[str] | None = None) -> str:
+    """What to ask for instead of ``precision`` on this CPU (default: this machine's flags), from its native
+    units: ``on this CPU use --backend openvino --precision fp16 (AVX512-FP16), --precision bf16 (AMX-BF16)
+    or fp32``. fp16 is offered through OpenVINO only (the one backend with CPU fp16 kernels)."""
+    choices = []
+    if native_units("fp16", flags):
+        choices.append(f"--backend openvino --precision fp16 ({unit_name(native_units('fp16', flags)[0])})")
+    if precision != "bf16" and native_units("bf16", flags):
+        choices.append(f"--precision bf16 ({unit_name(native_units('bf16', flags)[0])})")
+    return f"on this CPU use {', '.join(choices)} or fp32" if choices else "on this CPU use fp32"
+
+
 def torch_cpu_capability() -> str:
     """torch's own view of the CPU's vector ISA (``AVX512``, ``AVX2``, ``DEFAULT``, ...)."""
     import torch

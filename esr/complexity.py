@@ -7,7 +7,15 @@ from torch.utils.flop_counter import FlopCounterMode
 
 
 def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+    """Parameters of the model as deployed: all of them, minus those its modules declare training-only.
+
+    A module whose training form has extra layers that eval mode replaces (SPAN's Conv3XC branches,
+    folded into one 3x3 conv) lists them in ``training_only_parameters()``; for every other model this
+    is the plain parameter count.
+    """
+    training_only = {id(p): p for module in model.modules() if hasattr(module, "training_only_parameters")
+                     for p in module.training_only_parameters()}
+    return sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in training_only.values())
 
 
 @torch.no_grad()

@@ -43,6 +43,17 @@ def one_line(text: str) -> str:
     return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
+def first_line(err: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message (libraries append graphs, tracebacks,
+    hints; a heading ending in ``:`` gets its next line), at most ``limit`` characters, or the
+    type name when there is no message: the reason part of a one-line error."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    text = " ".join(lines[:2]) if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def error_line(message: str) -> str:
     """``error: MESSAGE`` on one line, without the trailing newline."""
     return f"error: {one_line(message)}"

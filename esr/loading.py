@@ -2,12 +2,12 @@
 
 :func:`open_model` is the one loader: it tries the sources of :data:`MODEL_SOURCES` in order
 (zoo name, arch preset, ONNX file, TensorRT engine, checkpoint file); each fills the model's
-:class:`esr.descriptor.ModelDescriptor`. A checkpoint is read with ``torch.load(weights_only=True)``
-(no code runs), unwrapped (``params_ema`` > ``params`` > ``state_dict`` > ``model``, ``module.``
-stripped) and offered to the :data:`CHECKPOINT_LOADERS` in order: esr's own detectors first
-(:data:`esr.registry.DETECTOR_REGISTRY`, hyperparameters from tensor shapes); a later stage (the
-spandrel adapter) registers after them. Every failure is an :class:`EsrError` whose message is
-one line naming the file.
+:class:`esr.descriptor.ModelDescriptor`. A checkpoint (``.pth``, ``.pt``, ``.ckpt``:
+``torch.load(weights_only=True)``; ``.safetensors``: ``safetensors``; no code runs either way) is
+unwrapped (:func:`unwrap_state_dict`) and offered to the :data:`CHECKPOINT_LOADERS` in order:
+esr's own detectors (:data:`esr.registry.DETECTOR_REGISTRY`, hyperparameters from tensor shapes),
+then spandrel (:mod:`esr.spandrel_adapter`: about 40 more architectures). Every failure is an
+:class:`EsrError` whose message is one line naming the file.
 """
 from __future__ import annotations
 
@@ -30,10 +30,14 @@ from esr.errors import EsrError
 from esr.fileio import replace_atomically
 from esr.limits import build_arch
 from esr.registry import ARCH_REGISTRY, DETECTOR_REGISTRY, Registry
+from esr.spandrel_adapter import spandrel_loader
 from esr.zoo import PRESETS, ZOO, ZooEntry
 
 EMBEDDED_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model")
+WRAPPER_KEYS = ("params_ema", "params-ema", "params", "state_dict", "model_state_dict", "model", "net")
+"""Keys a training framework nests the weights under (BasicSR, Lightning, KAIR, ...), first match wins."""
+COMMON_PREFIXES = ("module.", "netG.")
+"""Key prefixes removed when every key has them (DataParallel, some GAN trainers)."""
 ESR_META_KEY = "esr_arch"
 """Checkpoints written by esr carry ``{"esr_arch": {"arch": name, "kwargs": {...}}}`` beside the weights."""
 ONNX_SUFFIXES = (".onnx",)
@@ -129,12 +133,15 @@ def load_model(name_or_path: str | Path, scale: int | None = None, device: str |
     """A trained eval-mode torch model carrying ``.descriptor``, from a zoo name or a checkpoint path.
 
     Args:
-        name_or_path: a key of :data:`esr.zoo.ZOO`, or a ``.pth`` file (official RLFN,
-            official/spandrel DITN-Real, BasicSR ``params``/``params_ema`` wrappers, esr checkpoints).
+        name_or_path: a key of :data:`esr.zoo.ZOO`, or a ``.pth``/``.pt``/``.ckpt``/``.safetensors``
+            file: esr's archs (official RLFN, official/spandrel DITN-Real and SPAN, esr checkpoints),
+            then any architecture spandrel knows (:mod:`esr.spandrel_adapter`), bare or in a
+            training framework's wrapper (``params_ema``, ``params``, ``state_dict``, ...).
         scale: if given, the model's scale must equal it (EsrError otherwise).
         device: where to put the model.
 
-    The model maps RGB float (N, 3, H, W) in [0, 1] to (N, 3, H*s, W*s) in [0, 1] (unclamped).
+    The model maps float (N, C, H, W) in [0, 1] (C = ``descriptor.in_channels``: 3 for RGB) to
+    (N, C', H*s, W*s) in [0, 1] (unclamped), any H, W (it pads to its own size requirements).
     For an arch without weights use :func:`esr.build_model`; for ONNX files and engines, :func:`open_model`.
     """
     loaded = open_model(name_or_path, scale)
@@ -241,14 +248,28 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     meta = obj.get(ESR_META_KEY)
     if meta is not None and not isinstance(meta, dict):
         raise EsrError(f"{path}: malformed {ESR_META_KEY} metadata (a {type(meta).__name__}, not a mapping)")
+    state_dict = unwrap_state_dict(obj)
+    if not state_dict:
+        raise EsrError(f"{path}: not a weights checkpoint (no tensors found)")
+    return state_dict, meta
+
+
+def unwrap_state_dict(obj: dict) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint dict: under the first of :data:`WRAPPER_KEYS` (or a lone nested
+    dict) if any, with a :data:`COMMON_PREFIXES` prefix shared by every key removed."""
     for key in WRAPPER_KEYS:
         if isinstance(obj.get(key), dict):
             obj = obj[key]
             break
-    state_dict = {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if not state_dict:
-        raise EsrError(f"{path}: not a weights checkpoint (no tensors found)")
-    return state_dict, meta
+    else:
+        nested = [value for value in obj.values() if isinstance(value, dict)]
+        if len(obj) == 1 and nested:
+            obj = nested[0]
+    state_dict = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    for prefix in COMMON_PREFIXES:
+        if state_dict and all(key.startswith(prefix) for key in state_dict):
+            state_dict = {key[len(prefix):]: value for key, value in state_dict.items()}
+    return state_dict
 
 
 def read_torch_file(path: Path) -> Any:
@@ -334,12 +355,15 @@ def build_loaded(arch: str, kwargs: dict, state_dict: dict[str, torch.Tensor], s
 
 @CHECKPOINT_LOADERS.register(name="esr")
 def esr_checkpoint_loader(state_dict: dict[str, torch.Tensor], path: Path) -> nn.Module | None:
-    """esr's detectors (:data:`esr.registry.DETECTOR_REGISTRY`): RLFN and DITN layouts."""
+    """esr's detectors (:data:`esr.registry.DETECTOR_REGISTRY`): RLFN, DITN and SPAN layouts."""
     try:
         found = detect_arch(state_dict)
     except ValueError as err:
         raise EsrError(f"{path}: {err}") from None
     return build_loaded(*found, state_dict, str(path)) if found is not None else None
+
+
+CHECKPOINT_LOADERS.register(spandrel_loader, name="spandrel")
 
 
 def esr_meta_arch(meta: dict[str, Any], path: Path) -> tuple[str, dict[str, Any]]:
@@ -350,8 +374,8 @@ def esr_meta_arch(meta: dict[str, Any], path: Path) -> tuple[str, dict[str, Any]
     return arch, dict(kwargs)
 
 
-def run_checkpoint_loaders(state_dict: dict[str, torch.Tensor], path: Path) -> nn.Module | None:
-    """The first module a :data:`CHECKPOINT_LOADERS` entry makes of ``state_dict``, or None.
+def run_checkpoint_loaders(state_dict: dict[str, torch.Tensor], path: Path) -> tuple[nn.Module, str] | None:
+    """(the first module a :data:`CHECKPOINT_LOADERS` entry makes of ``state_dict``, that loader's name), or None.
 
     A loader's failure on a malformed state dict is one EsrError line naming the file and the loader
     (the traceback stays available with ``--debug``).
@@ -365,7 +389,7 @@ def run_checkpoint_loaders(state_dict: dict[str, torch.Tensor], path: Path) -> n
             raise EsrError(f"{path}: the {name} loader cannot load it ({type(err).__name__}: {_first_line(err)})") \
                 from err
         if model is not None:
-            return model
+            return model, name
     return None
 
 
@@ -373,16 +397,18 @@ def load_checkpoint_file(text: str, scale: int | None, allow_untrained: bool) ->
     path = Path(text)
     state_dict, meta = read_checkpoint(path)
     if meta is not None:
-        model = build_loaded(*esr_meta_arch(meta, path), state_dict, str(path))
+        model, loader = build_loaded(*esr_meta_arch(meta, path), state_dict, str(path)), "esr"
     else:
-        model = run_checkpoint_loaders(state_dict, path)
-        if model is None:
+        found = run_checkpoint_loaders(state_dict, path)
+        if found is None:
             sample = ", ".join(list(state_dict)[:4])
-            raise EsrError(f"{path}: unrecognised architecture (first keys: {sample}); "
-                           f"known: {', '.join(ARCH_REGISTRY)}")
+            raise EsrError(f"{path}: unrecognised architecture (first keys: {sample}); neither esr's archs "
+                           f"({', '.join(ARCH_REGISTRY)}) nor the checkpoint loaders "
+                           f"({', '.join(CHECKPOINT_LOADERS)}) know this layout")
+        model, loader = found
     if scale is not None and model.descriptor.scale != scale:
         raise EsrError(f"{path}: checkpoint is x{model.descriptor.scale}, but x{scale} was asked for")
-    model.descriptor = model.descriptor.replace(name=path.stem, source=f"checkpoint {path.name}",
+    model.descriptor = model.descriptor.replace(name=path.stem, source=f"checkpoint {path.name} (loader: {loader})",
                                                 source_sha256=sha256_of(path), trained=True)
     return LoadedModel(model.descriptor, "module", module=model.eval(), path=path)
 

@@ -30,6 +30,7 @@ overlapped (:func:`write_output` is its write), videos and animations go through
 from __future__ import annotations
 
 import glob
+import json
 import sys
 import tempfile
 import warnings
@@ -79,6 +80,7 @@ class BatchOptions:
     shard: Shard | None = None  # this process's shard of the outputs (None: all)
     ray: str | None = None  # None: no Ray; "": ray.init()'s default cluster; else its address
     ray_actors: int = 0  # 0: one per GPU, else one per CPU, of the Ray cluster
+    json: bool = False  # the summary as one JSON object on stdout (auto's choice in it, not printed)
 
 
 @dataclass(frozen=True)
@@ -263,9 +265,7 @@ def timing_tile_hw(tasks: list[Task], options: BatchOptions) -> tuple[int, int] 
 def build_upscaler(options: BatchOptions, tile_hw: tuple[int, int] | None = None) -> Upscaler:
     """The :class:`esr.upscaler.Upscaler` for ``options`` (loads the model); ``tile_hw``: what ``--backend auto``
     times (default: the ``--tile`` with its padding, else :data:`esr.backends.auto_backend.DEFAULT_TILE_HW`)."""
-    import torch
-
-    from esr.backends import default_backend_for
+    from esr.backends import default_backend_for, default_device
     from esr.backends.auto_backend import DEFAULT_TILE_HW, make_backend
     from esr.loading import open_model
     from esr.upscaler import Upscaler
@@ -273,10 +273,10 @@ def build_upscaler(options: BatchOptions, tile_hw: tuple[int, int] | None = None
 
     loaded = open_model(options.model or DEFAULT_MODEL)
     backend_name = options.backend or default_backend_for(loaded)
-    device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = options.device or default_device(backend_name)
     tile_hw = tile_hw or ((options.tile + 2 * options.tile_pad,) * 2 if options.tile else DEFAULT_TILE_HW)
     backend = make_backend(backend_name, loaded, device, options.precision, options.threads,
-                           options.min_fidelity_db, tile_hw, options.quiet)
+                           options.min_fidelity_db, tile_hw, options.quiet or options.json)
     return Upscaler(backend, tile=options.tile, tile_pad=options.tile_pad, outscale=options.outscale)
 
 
@@ -295,6 +295,22 @@ class Counts:
     def summary(self) -> str:
         busy = f" ({self.busy} being written by another run)" if self.busy else ""
         return f"{self.done} upscaled, {self.skipped} skipped{busy}, {self.failed} failed"
+
+    def to_json(self) -> dict:
+        """The summary as ``{"upscaled", "skipped", "busy", "failed"}`` (busy: of the skipped)."""
+        return {"upscaled": self.done, "skipped": self.skipped, "busy": self.busy, "failed": self.failed}
+
+
+def json_summary(counts: Counts, options: BatchOptions, upscaler: Upscaler | None) -> dict:
+    """``esr upscale --json``'s object: the counts, OUTDIR, and what ran (None under ``--ray``: each actor chose)."""
+    from esr.zoo import DEFAULT_MODEL
+
+    backend = getattr(upscaler, "backend", None)
+    decision = getattr(backend, "decision", None)
+    return {**counts.to_json(), "outdir": str(options.outdir), "model": str(options.model or DEFAULT_MODEL),
+            "backend": None if backend is None else getattr(backend, "label", backend.name),
+            "precision": getattr(backend, "precision", None), "device": getattr(backend, "device", None),
+            "auto": None if decision is None else decision.line()}
 
 
 def _written(path: Path) -> bool:
@@ -386,6 +402,14 @@ def upscale_file(task: Task, upscaler: Upscaler, options: BatchOptions) -> str:
     return DONE
 
 
+def show_tiles(bar, done: list[float], fraction: float) -> None:
+    """Progress within one image (``fraction`` more of it done; ``done`` holds the running total) as the bar's
+    postfix, so that the bar itself counts whole images (``3/5 img``); redrawn at tqdm's own rate."""
+    done[0] += fraction
+    bar.set_postfix_str(f"image {min(done[0], 1.0):.0%}", refresh=False)
+    bar.update(0)
+
+
 def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, counts: Counts,
                  say: Callable[[str], None]) -> None:
     """Decode (workers) -> upscale (this thread) -> encode + atomic write (workers), bounded queues.
@@ -445,19 +469,16 @@ def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, c
         while reads:
             task, future = reads.popleft()
             prefetch()
-            progressed = [0.0]
-
-            def advance(fraction: float) -> None:
-                progressed[0] += fraction
-                bar.update(fraction)
-
             try:
-                result = upscaler.upscale_image(future.result(), progress=advance)
+                result = upscaler.upscale_image(future.result(), progress=partial(show_tiles, bar, [0.0]))
             except Exception as err:  # one file's failure (decode, model, NaN, memory) must not stop the batch
                 fail(err, task.src)
                 finish(task)
-                bar.update(1.0 - progressed[0])
+                bar.set_postfix_str("", refresh=False)
+                bar.update(1)
                 continue
+            bar.set_postfix_str("", refresh=False)
+            bar.update(1)
             writes.append((task, pool.submit(write_output, result, task, options)))
             del result
             while len(writes) >= depth:
@@ -521,8 +542,10 @@ def run_batch(options: BatchOptions, log: Callable[[str], None] | None = None) -
     with warnings.catch_warnings():
         warnings.simplefilter("ignore" if options.quiet else "default")
         warnings.showwarning = lambda message, *_, **__: say(f"warning: {message}")
+        upscaler = None
         if options.ray is None:  # the model is loaded here also when all outputs exist: a bad --model is reported
-            execute = partial(run_local, upscaler=build_upscaler(options, timing_tile_hw(plan.todo, options)))
+            upscaler = build_upscaler(options, timing_tile_hw(plan.todo, options))
+            execute = partial(run_local, upscaler=upscaler)
         else:  # each Ray actor loads it
             from esr.scale.ray_batch import run_on_ray as execute
         counts = Counts(skipped=len(plan.skipped), failed=len(plan.errors))
@@ -531,5 +554,5 @@ def run_batch(options: BatchOptions, log: Callable[[str], None] | None = None) -
         try:
             execute(plan.todo, options=options, counts=counts, say=say)
         finally:
-            print(counts.summary(), flush=True)
+            print(json.dumps(json_summary(counts, options, upscaler)) if options.json else counts.summary(), flush=True)
     return EXIT_FAILED if counts.failed else EXIT_OK

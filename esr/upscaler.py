@@ -13,7 +13,8 @@ Automatic tile size (``tile=0``): an image runs in one pass when
 ``H * W * BYTES_PER_INPUT_PIXEL <= memory_budget``; otherwise the tile side is
 ``floor(sqrt(memory_budget / BYTES_PER_INPUT_PIXEL)) - 2 * tile_pad`` (at least
 ``MIN_TILE``). A backend with a size limit (``max_hw``, e.g. a TensorRT profile or a
-static ONNX shape) caps the tile so that ``tile + 2 * tile_pad`` fits it. A model whose
+static ONNX shape) caps the tile so that ``tile + 2 * tile_pad`` fits it (``tile_pad`` shrinks to a
+quarter of a limit smaller than ``4 * tile_pad``). A model whose
 descriptor says tiling is ``internal`` (it tiles itself) or ``discouraged`` is run in one
 pass unless such a limit forces tiles. On an out-of-memory error of a model call the tile
 side is halved and the image retried; the output array is allocated once, before that, and
@@ -38,6 +39,7 @@ import numpy as np
 import torch
 
 from esr.backends import Backend
+from esr.channels import run_on_channels
 from esr.errors import EsrError
 from esr.image_io import Image
 
@@ -130,7 +132,8 @@ class Upscaler:
     """Upscale images, arrays or tensors with a :class:`esr.backends.Backend`.
 
     Args:
-        backend: callable (N, 3, h, w) float [0, 1] -> (N, 3, h*s, w*s), with ``descriptor`` and ``max_hw``.
+        backend: callable (N, C, h, w) float [0, 1] -> (N, C', h*s, w*s) (C, C' from its ``descriptor``),
+            with ``descriptor`` and ``max_hw``.
         tile: tile side in input pixels (without padding); 0 = automatic (module docstring).
         tile_pad: overlap context added on each side of a tile, in input pixels.
         outscale: final scale of :meth:`upscale_array` / :meth:`upscale_image` (None: the model's);
@@ -152,6 +155,8 @@ class Upscaler:
                           f"tile {tile} ignored (tiles only where a size limit forces them)", stacklevel=2)
             tile = 0
         self.tile = tile
+        if backend.max_hw is not None:  # a small static shape: keep tiles at least half of it
+            tile_pad = min(tile_pad, (min(backend.max_hw) - 1) // 4)
         self.tile_pad = tile_pad
         self.outscale = outscale
         self.memory_budget = memory_budget
@@ -170,11 +175,10 @@ class Upscaler:
         return tile
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
-        """(1, C, h, w) float, C in {1, 3} -> (1, C, h*s, w*s); gray runs through an RGB model as RGB and
-        is averaged back."""
-        if x.shape[1] == 1 and self.descriptor.in_channels == 3:
-            return self.backend(x.expand(-1, 3, -1, -1)).mean(dim=1, keepdim=True)
-        return self.backend(x)
+        """(1, C, h, w) float, C in {1, 3, 4} -> (1, C, h*s, w*s), fitted to the model's channels by
+        :func:`esr.channels.run_on_channels` (gray through an RGB model as RGB, averaged back; colour
+        through a gray model plane by plane; an opaque alpha added for an RGBA model)."""
+        return run_on_channels(self.backend, x, self.descriptor.in_channels, self.descriptor.out_channels)
 
     def bands(self, src: torch.Tensor, max_value: float, tile: int,
               progress: Progress | None = None) -> Iterator[tuple[int, torch.Tensor]]:
@@ -209,7 +213,7 @@ class Upscaler:
         yield top, buffer[:, :height * s - top].clamp_(0, 1)
 
     def upscale_tensor(self, x: torch.Tensor, progress: Progress | None = None) -> torch.Tensor:
-        """(1, C, H, W) float in [0, 1] (C = 1 or 3) -> (1, C, H*s, W*s) float clamped to [0, 1]; no outscale."""
+        """(1, C, H, W) float in [0, 1] (C = 1, 3 or 4) -> (1, C, H*s, W*s) float clamped to [0, 1]; no outscale."""
         tile = self.tile_for(x.shape[-2], x.shape[-1])
         return torch.cat([band.clone() for _, band in self.bands(x[0], 1.0, tile, progress)], dim=1)[None]
 
@@ -240,7 +244,9 @@ class Upscaler:
         Returns:
             (round(H*f), round(W*f)[, C]) with f = outscale or the model's scale: integer results
             rounded and clipped to the dtype's range, float results clipped to [0, 1]. RGBA: the
-            colour through the model, alpha by :meth:`upscale_alpha`. Out of memory in a model call
+            colour through the model, alpha by :meth:`upscale_alpha`; for an RGBA model (4 input
+            channels) all four through the model in one call, alpha then clamped to its 3x3 input
+            neighbourhood's range as :meth:`upscale_alpha` does. Out of memory in a model call
             -> the tile is halved and retried; an output larger than the memory available -> EsrError first.
         """
         if pixels.dtype not in ARRAY_DTYPES or pixels.ndim not in (2, 3) or (
@@ -249,6 +255,10 @@ class Upscaler:
                              f"got {pixels.shape} {pixels.dtype}")
         if pixels.ndim == 2:
             return self.upscale_array(pixels[..., None], progress)[..., 0]
+        if pixels.shape[2] == 4 and self.descriptor.in_channels == 4:
+            out = self._upscale_planes(pixels, progress)
+            out[..., 3] = clamp_to_neighbourhood(np.ascontiguousarray(out[..., 3]), pixels[..., 3])
+            return out
         if pixels.shape[2] in (2, 4):  # the last channel is alpha
             def half(fraction: float) -> None:
                 if progress is not None:
@@ -256,6 +266,10 @@ class Upscaler:
 
             color = self.upscale_array(pixels[..., :-1], half)
             return np.dstack([color, self.upscale_alpha(pixels[..., -1], half)])
+        return self._upscale_planes(pixels, progress)
+
+    def _upscale_planes(self, pixels: np.ndarray, progress: Progress | None) -> np.ndarray:
+        """:meth:`upscale_array` of (H, W, C) with all C planes through the model (:meth:`_run` fits them to it)."""
         height, width, channels = pixels.shape
         check_output_memory(*self.output_size(height, width), channels, pixels.itemsize)
         try:
@@ -293,15 +307,14 @@ class Upscaler:
             if progress is not None:
                 progress(1.0)
             return np.full(self.output_size(height, width), low, dtype=alpha.dtype)
-        out = self.upscale_array(alpha[..., None], progress)[..., 0]
-        kernel = np.ones((3, 3), np.uint8)
-        size = (out.shape[1], out.shape[0])
-        floor = cv2.resize(cv2.erode(alpha, kernel), size, interpolation=cv2.INTER_NEAREST)
-        ceiling = cv2.resize(cv2.dilate(alpha, kernel), size, interpolation=cv2.INTER_NEAREST)
-        return np.clip(out, floor, ceiling)
+        return clamp_to_neighbourhood(self.upscale_array(alpha[..., None], progress)[..., 0], alpha)
 
     def upscale_image(self, image: Image, progress: Progress | None = None) -> Image:
-        """Upscale an :class:`esr.image_io.Image`; alpha by :meth:`upscale_alpha`; the ICC profile is kept."""
+        """Upscale an :class:`esr.image_io.Image`; the ICC profile is kept. Alpha: by :meth:`upscale_alpha`,
+        or, for an RGBA model (4 input channels), with the colour in one model call (see :meth:`upscale_array`)."""
+        if image.alpha is not None and not image.gray and self.descriptor.in_channels == 4:
+            rgba = self.upscale_array(np.dstack([image.color, image.alpha]), progress)
+            return replace(image, color=np.ascontiguousarray(rgba[..., :3]), alpha=np.ascontiguousarray(rgba[..., 3]))
         parts = 1 if image.alpha is None else 2
 
         def share(fraction: float) -> None:
@@ -311,3 +324,13 @@ class Upscaler:
         color = self.upscale_array(image.color, share)
         alpha = None if image.alpha is None else self.upscale_alpha(image.alpha, share)
         return replace(image, color=color, alpha=alpha)
+
+
+def clamp_to_neighbourhood(out: np.ndarray, source: np.ndarray) -> np.ndarray:
+    """``out`` (H', W'), an upscale of ``source`` (H, W), clamped pixel by pixel to the range of the
+    3x3 ``source`` neighbourhood it comes from (nearest mapping)."""
+    kernel = np.ones((3, 3), np.uint8)
+    size = (out.shape[1], out.shape[0])
+    floor = cv2.resize(cv2.erode(source, kernel), size, interpolation=cv2.INTER_NEAREST)
+    ceiling = cv2.resize(cv2.dilate(source, kernel), size, interpolation=cv2.INTER_NEAREST)
+    return np.clip(out, floor, ceiling)

@@ -53,6 +53,8 @@ class ZooEntry:
 _RLFN_WEIGHTS = "the zoo (esr models lists rlfn_x2, rlfn_x4, ...), or esr train options/rlfn_x4.yml"
 _DITN_WEIGHTS = ("the official DITN release (pass its checkpoint: --model path/to/DITN_Real_x4.pth), "
                  "or esr train options/{name}_x4.yml")
+_SPAN_WEIGHTS = ("the official SPAN release (pass its checkpoint: --model path/to/spanx4_ch48.pth), "
+                 "or esr train options/span_x4.yml")
 
 PRESETS: dict[str, Preset] = {
     preset.name: preset
@@ -67,6 +69,13 @@ PRESETS: dict[str, Preset] = {
                _DITN_WEIGHTS.format(name="ditn"), "DITN, channel LayerNorm"),
         Preset("ditn_real", "DITN", dict(norm="tanh"), 444112, 30.761,
                _DITN_WEIGHTS.format(name="ditn_real"), "DITN-Real, tanh norm"),
+        # official SPAN release (hongyuanyu/SPAN, Apache-2.0): spanx2_ch48 / spanx3_ch48 / spanx4_ch48.pth
+        Preset("span", "SPAN", dict(feature_channels=48), 426288, 27.868,
+               _SPAN_WEIGHTS, "SPAN (48 ch, 6 SPAB), official release"),
+        # NTIRE 2024 ESR winning entry (Amazingren/NTIRE2024_ESR, models/team38_SPAN.py, 28 channels;
+        # weights model_zoo/team38_span_ch28_slim.pth, eval_conv-only layout)
+        Preset("span_ntire", "SPAN", dict(feature_channels=28), 150688, 9.834,
+               _SPAN_WEIGHTS, "SPAN (28 ch), NTIRE 2024 ESR entry"),
     ]
 }
 """preset name -> :class:`Preset`."""

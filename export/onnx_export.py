@@ -9,9 +9,14 @@ Nothing else calls these: the deploy-graph builder is the one way to an ONNX gra
 """
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 import warnings
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import onnx
 import torch
@@ -62,6 +67,29 @@ def aligned_shape(model: nn.Module, height: int, width: int) -> tuple[int, int]:
     return align(height), align(width)
 
 
+@contextmanager
+def native_output_discarded(fd: int) -> Iterator[None]:
+    """Send file descriptor ``fd`` (1: stdout, 2: stderr) to a discarded temp file meanwhile.
+
+    For native libraries that print what esr reports in one line anyway: torch's TorchScript
+    exporter switches its C++ log on for every export (torch 2.x reads a function object as the
+    "already enabled" flag) and dumps the whole IR graph to stdout when an op does not convert;
+    onnxslim's constant folding tries subgraphs in onnxruntime, whose failures (expected, handled)
+    onnxruntime logs to stderr.
+    """
+    (sys.stdout if fd == 1 else sys.stderr).flush()
+    saved = os.dup(fd)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), fd)
+            try:
+                yield
+            finally:
+                os.dup2(saved, fd)
+    finally:
+        os.close(saved)
+
+
 def trace_onnx(model: nn.Module, path: str | Path, height: int, width: int, dynamic: bool, opset: int,
                batch: int = 1) -> Path:
     """Trace ``model`` (float NCHW in, upscaled out; carrying ``.descriptor``) to a raw ONNX file at ``path``.
@@ -77,7 +105,7 @@ def trace_onnx(model: nn.Module, path: str | Path, height: int, width: int, dyna
     sample = torch.rand(batch, model.descriptor.in_channels, height, width, generator=torch.Generator().manual_seed(0))
     axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
             OUTPUT_NAME: {0: "batch", 2: "out_height", 3: "out_width"}}
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), native_output_discarded(1):
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", UserWarning)  # the legacy exporter's constant-folding notes
         warnings.simplefilter("ignore", DeprecationWarning)  # dynamo=False is chosen: PadCrop needs the tracer
@@ -93,6 +121,25 @@ def op_counts(graph: onnx.ModelProto) -> dict[str, int]:
     return dict(Counter(node.op_type for node in graph.graph.node).most_common())
 
 
+def at_static_shape(model: onnx.ModelProto, shape: tuple[int, int, int, int]) -> onnx.ModelProto:
+    """A copy of ``model`` with its one image input fixed to ``shape`` (N, C, H, W) and everything that depends
+    on it folded by onnxslim (a dynamic esr graph's pad and crop included), so every tensor has a static shape.
+
+    Raises ``ValueError`` when the input is not NCHW or a dimension fixed in the graph differs from ``shape``.
+    """
+    import onnxslim
+
+    from esr.loading import graph_input_dims
+
+    dims = graph_input_dims(model)
+    if any(isinstance(d, int) and d > 0 and d != want for d, want in zip(dims, shape)):
+        fixed = "x".join(str(d) if isinstance(d, int) and d > 0 else "?" for d in dims)
+        raise ValueError(f"the graph's input is {fixed}; {'x'.join(map(str, shape))} does not fit it")
+    initializers = {t.name for t in model.graph.initializer}
+    name = next(i.name for i in model.graph.input if i.name not in initializers)
+    return onnxslim.slim(model, input_shapes=[f"{name}:{','.join(map(str, shape))}"])
+
+
 def finalize_onnx(raw: onnx.ModelProto) -> onnx.ModelProto:
     """Checker, shape inference and onnxslim (constant folding, dead-node and identity removal).
 
@@ -101,7 +148,8 @@ def finalize_onnx(raw: onnx.ModelProto) -> onnx.ModelProto:
     import onnxslim
 
     onnx.checker.check_model(raw)
-    slim = onnxslim.slim(onnx.shape_inference.infer_shapes(raw))
+    with native_output_discarded(2):
+        slim = onnxslim.slim(onnx.shape_inference.infer_shapes(raw))
     slim = onnx.shape_inference.infer_shapes(slim, strict_mode=True)
     onnx.checker.check_model(slim)
     return slim

@@ -10,8 +10,10 @@ import onnx
 import torch
 
 from esr.backends.sessions import ort_session
+from esr.channels import array_to_channels
 from esr.complexity import count_macs, count_params
 from esr.descriptor import ModelDescriptor
+from esr.errors import EsrError
 from esr.export.graph import build_deploy_graph
 from esr.export.images import fit, image_files, read_rgb
 from esr.export.onnx_export import INPUT_NAME, op_counts
@@ -53,20 +55,27 @@ class ExportReport:
         return bool(self.parity) and self.parity_max <= PARITY_TOL
 
 
+SAMPLE_SOURCE = "the package's sample image (CC0 coffee crop, esr/data/sample_lr.png)"
+"""How the report names :mod:`esr.sample`'s image when it is the parity input."""
+
+
 def parity_images(folder: Path | None, count: int = 5) -> tuple[list[np.ndarray], str]:
-    """Up to ``count`` real images (1, 3, H, W) from ``folder``, or seeded noise when there is none."""
-    if folder is not None and folder.is_dir():
-        files = image_files(folder)[:count]
-        if files:
-            return [read_rgb(p) for p in files], f"{len(files)} images from {folder}"
-    rng = np.random.default_rng(0)
-    return [rng.random((1, 3, 48, 40), dtype=np.float32)], "seeded noise (no image folder found)"
+    """Up to ``count`` real images (1, 3, H, W) from ``folder`` and where they came from; ``folder`` None: the
+    package's sample image (:mod:`esr.sample`). Never noise: EsrError when ``folder`` holds no image."""
+    if folder is None:
+        from esr.sample import sample_batch
+
+        return [sample_batch()], SAMPLE_SOURCE
+    files = image_files(folder)[:count] if folder.is_dir() else []
+    if not files:
+        raise EsrError(f"{folder}: no images for the parity check (a folder of png/jpg/... files)")
+    return [read_rgb(p) for p in files], f"{len(files)} images from {folder}"
 
 
 def measure_parity(model: torch.nn.Module, graph: onnx.ModelProto, images: list[np.ndarray],
-                   shape: tuple[int, int, int, int] | None) -> dict[str, float]:
+                   shape: tuple[int, int, int, int] | None, threads: int = 0) -> dict[str, float]:
     """Max abs difference onnxruntime vs ``model`` per image (cropped/padded to ``shape`` when static)."""
-    session = ort_session(graph)
+    session = ort_session(graph, threads=threads)
     result = {}
     for index, image in enumerate(images):
         x = fit(image, shape[2], shape[3]) if shape is not None else image
@@ -81,17 +90,21 @@ def measure_parity(model: torch.nn.Module, graph: onnx.ModelProto, images: list[
 
 def run_export(model: LoadedModel | torch.nn.Module, onnx_path: str | Path, passes: list[str] | str,
                shape: tuple[int, int, int, int], dynamic: bool, opset: int = 17, parity_dir: Path | None = None,
-               sources: Iterable[str | Path] = (), overwrite: bool = True) -> ExportReport:
+               sources: Iterable[str | Path] = (), overwrite: bool = True, threads: int = 0) -> ExportReport:
     """Build the deploy graph of ``model`` with ``passes``, write it to ``onnx_path`` (atomically), check it.
 
     Args:
         model: eval-mode torch model with a descriptor (unchanged; parity is against it, not the rewritten copy).
         shape: (N, 3, H, W): the static shape, or the trace/opt shape when ``dynamic``.
-        parity_dir: folder of real images for the ORT parity check and pass-error sample.
+        parity_dir: folder of real images for the ORT parity check and pass-error sample (None: the package's
+            sample image), converted to the model's input channels by :mod:`esr.channels`.
         sources, overwrite: the output policy of :func:`esr.fileio.write_output` for ``onnx_path``.
+        threads: CPU threads of the parity session (0: onnxruntime's default); torch's are the caller's
+            (:func:`esr.backends.sessions.use_threads`).
     """
     loaded = open_model(model, allow_untrained=True)
     images, source = parity_images(parity_dir)
+    images = [array_to_channels(image, loaded.descriptor.in_channels) for image in images]
     sample = torch.from_numpy(fit(images[0], PASS_SAMPLE_HW, PASS_SAMPLE_HW))
     after = build_deploy_graph(loaded, passes, shape, dynamic, opset, sample=sample)
     before = build_deploy_graph(loaded, "none", shape, dynamic, opset) if after.recipe else after
@@ -103,9 +116,32 @@ def run_export(model: LoadedModel | torch.nn.Module, onnx_path: str | Path, pass
         params_before=count_params(loaded.module), params_after=count_params(after.deployed),
         gmacs_before=count_macs(loaded.module, height, width) / 1e9,
         gmacs_after=count_macs(after.deployed, height, width) / 1e9,
-        parity=measure_parity(loaded.module, after.model, images, None if dynamic else shape), parity_source=source,
+        parity=measure_parity(loaded.module, after.model, images, None if dynamic else shape, threads),
+        parity_source=source,
         support=check_trt_support(after.model),
     )
+
+
+def report_json(report: ExportReport) -> dict:
+    """The export report as JSON-ready data (``esr export --json``). A pass's ``psnr_db`` is null when it was not
+    measured or changed nothing (``max_abs_error`` 0: bit-identical)."""
+    def finite(value: float | None) -> float | None:
+        return value if value is not None and np.isfinite(value) else None
+
+    return {
+        "onnx": str(report.onnx_path), "dynamic": report.dynamic, "shape": list(report.shape),
+        "scale": report.descriptor.scale, "provenance": report.descriptor.provenance,
+        "recipe": list(report.descriptor.recipe),
+        "passes": [{"name": step.name, "contract": step.contract, "sites": step.sites,
+                    "max_abs_error": step.max_abs_error, "psnr_db": finite(step.psnr_db)} for step in report.passes],
+        "nodes": {"before": report.ops_before, "after": report.ops_after},
+        "params": {"before": report.params_before, "after": report.params_after},
+        "gmacs": {"before": report.gmacs_before, "after": report.gmacs_after},
+        "parity": {"max_abs": finite(report.parity_max), "tolerance": PARITY_TOL, "ok": report.parity_ok,
+                   "images": report.parity, "source": report.parity_source},
+        "tensorrt_support": {"ok": report.support.ok, "unsupported": report.support.unsupported,
+                             "restricted": report.support.restricted, "dtypes": report.support.dtypes},
+    }
 
 
 def report_lines(report: ExportReport) -> list[str]:

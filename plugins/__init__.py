@@ -6,7 +6,8 @@
 
 Each arch's module declares its passes and its default recipe (``register_recipe``):
 ``layernorm_exact`` / ``layernorm_tanh`` (lossy, calibrated) / ``qkv_fuse`` / ``attention_fuse``
-/ ``affine_fold`` (DITN, :mod:`esr.plugins.ditn`), ``conv_fold`` (RLFN, :mod:`esr.plugins.rlfn`).
+/ ``affine_fold`` (DITN, :mod:`esr.plugins.ditn`), ``conv_fold`` (RLFN, :mod:`esr.plugins.rlfn`),
+``conv3xc_fold`` (SPAN, :mod:`esr.plugins.span`).
 A new arch adds its own module here and imports it below. See :mod:`esr.plugins.core`.
 """
 from esr.plugins.core import (
@@ -21,7 +22,7 @@ from esr.plugins.core import (
     register_recipe,
     resolve_recipe,
 )
-from esr.plugins import ditn, rlfn  # noqa: E402,F401  (register the passes and recipes)
+from esr.plugins import ditn, rlfn, span  # noqa: E402,F401  (register the passes and recipes)
 
 __all__ = [
     "PASS_REGISTRY", "RECIPES", "DeployPass", "PassReport", "apply", "apply_measured", "default_recipe",

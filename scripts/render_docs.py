@@ -1,8 +1,8 @@
 """Render the measured documentation from the committed JSON results.
 
 Every page under ``docs/src/`` is a Markdown template; ``{{ EXPR }}`` and ``{{ EXPR :FORMAT }}``
-placeholders are Python expressions over the JSON files of ``docs/results/`` (each file is a
-variable named after its stem, with attribute access: ``bench_precision.machine.cpu``), plus
+placeholders are Python expressions over the JSON files of ``docs/results/`` (each ``.json``
+file, or ``.jsonl`` file read as a list of its lines' objects, is a variable named after its stem, with attribute access: ``bench_precision.machine.cpu``), plus
 the helpers :func:`pick` (one record of a list by field values) and :func:`table` (a Markdown
 table from records). ``docs/src/README.md`` renders to the repo's ``README.md``, every other
 page ``docs/src/X.md`` to ``docs/X.md``. A test (``tests/test_docs.py``) renders in memory and
@@ -80,6 +80,8 @@ def namespace(results: Path = RESULTS) -> dict[str, Any]:
                              "min": min, "max": max, "sum": sum, "sorted": sorted, "abs": abs}
     for path in sorted(results.glob("*.json")):
         names[path.stem] = as_records(json.loads(path.read_text()))
+    for path in sorted(results.glob("*.jsonl")):  # one JSON object per line (e.g. `esr models --json`)
+        names[path.stem] = as_records([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
     return names
 
 

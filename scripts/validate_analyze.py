@@ -114,8 +114,9 @@ def main() -> int:
             graph_path = args.out / f"{name}_{size}.onnx"
             analysed = esr_json(["analyze", "--model", str(checkpoint), "--hw", "local", "--shape", shape,
                                  "--save-graph", str(graph_path), "--json"])[0]
-            bench = esr_json(["bench", "--model", str(graph_path), "--shape", shape, "--runs", str(args.runs),
-                              "--warmup", str(args.warmup), "--threads", str(threads), "--json"])[0]
+            bench = esr_json(["bench", "--model", str(graph_path), "--device", "cpu", "--shape", shape,
+                              "--runs", str(args.runs), "--warmup", str(args.warmup), "--threads", str(threads),
+                              "--json"])[0]
             import onnx
 
             graph = onnx.load(str(graph_path))

@@ -9,6 +9,22 @@ import torch
 from esr.paths import shared_dir
 
 
+@pytest.fixture(scope="session", autouse=True)
+def hermetic_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One esr cache per test session (auto decisions, ONNX graphs, hardware profiles), never the user's
+    ``~/.cache/esr``; subprocesses inherit it. Tests that need an empty cache set their own."""
+    import os
+
+    folder = tmp_path_factory.mktemp("esr-cache")
+    previous = os.environ.get("ESR_CACHE_DIR")
+    os.environ["ESR_CACHE_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("ESR_CACHE_DIR", None)
+    else:
+        os.environ["ESR_CACHE_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def shared() -> Path:
     path = shared_dir()

@@ -51,8 +51,8 @@ def test_bench_all_backends_on_cpu_times_torch_and_onnxruntime(capsys):
     code = main(["bench", "--model", "rlfn_s_x4", "--backend", "all", "--shape", "1x3x16x16", "--shape", "1x3x20x24",
                  "--runs", "2", "--warmup", "1", "--json"])
     assert code == 0
-    out = capsys.readouterr().out
-    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.splitlines()]  # --json: nothing else on stdout
     pairs = {(r["backend"], tuple(r["shape"])) for r in records}
     cpu_runtimes = ("torch", "onnxruntime") + (("openvino",) if importlib.util.find_spec("openvino") else ())
     assert pairs == {(b, s) for b in cpu_runtimes for s in ((1, 3, 16, 16), (1, 3, 20, 24))}
@@ -61,7 +61,7 @@ def test_bench_all_backends_on_cpu_times_torch_and_onnxruntime(capsys):
         assert min(r["times_ms"]) <= r["median_ms"] <= max(r["times_ms"])
         assert r["machine"]["cpu"] and r["device"] == "cpu" and r["precision"] == "fp32"
     if "tensorrt" not in {r["backend"] for r in records}:
-        assert "skipped tensorrt" in out
+        assert "skipped tensorrt" in captured.err
 
 
 def test_bench_onnx_file_uses_onnxruntime_and_prints_a_table(tmp_path, capsys):

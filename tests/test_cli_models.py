@@ -52,7 +52,7 @@ def test_models_json_from_the_table(capsys):
     assert main(["models", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     by_name = {row["name"]: row for row in rows}
-    assert set(by_name) == set(ZOO) | {"ditn", "ditn_real"}
+    assert set(by_name) == set(ZOO) | {"ditn", "ditn_real", "span", "span_ntire"}
     assert by_name["rlfn_x4"]["params"] == ZOO["rlfn_x4"].params and by_name["rlfn_x4"]["gmacs_size"] == 256
     assert sum(row["default"] for row in rows) == 1
     assert "official DITN release" in by_name["ditn_real"]["weights"]

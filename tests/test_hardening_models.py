@@ -22,6 +22,7 @@ from PIL import Image as PILImage
 import esr.loading as loading
 from esr.archs import build_model
 from esr.cli import main
+from esr.complexity import count_params
 from esr.errors import EsrError
 from esr.limits import MAX_PARAMS, count_params_on_meta, hyperparam_problem
 from esr.loading import open_model, save_checkpoint
@@ -116,8 +117,10 @@ def test_build_model_refuses_absurd_kwargs_before_allocating(monkeypatch):
 def test_the_parameter_cap_uses_an_exact_meta_estimate(monkeypatch):
     for name, preset in PRESETS.items():
         arch = ARCH_REGISTRY.get(preset.arch)
-        real = sum(p.numel() for p in build_model(name, 4).parameters())
-        assert count_params_on_meta(arch, {**preset.kwargs, "upscale": 4}) == real == preset.params_x4
+        model = build_model(name, 4)
+        real = sum(p.numel() for p in model.parameters())
+        assert count_params_on_meta(arch, {**preset.kwargs, "upscale": 4}) == real
+        assert preset.params_x4 == count_params(model)  # deployed: SPAN's training branches not counted
     monkeypatch.setenv("ESR_MAX_PARAMS", "400000")
     with pytest.raises(EsrError, match=r"RLFN with these hyperparameters has 0.5 M parameters, over the limit of "
                                        r"0.4 M \(set ESR_MAX_PARAMS to raise it\)"):
@@ -176,7 +179,7 @@ def tiny(tmp_path) -> Path:
 
 def test_export_to_a_folder_a_file_parent_or_a_failing_disk(tmp_path, tiny, capsys, monkeypatch):
     (tmp_path / "folder").mkdir()
-    base = ["export", "--model", str(tiny), "--opt", "1x3x16x16", "--parity", str(tmp_path / "folder")]
+    base = ["export", "--model", str(tiny), "--opt", "1x3x16x16"]  # parity on the package's sample image
     assert main([*base, "--onnx", str(tmp_path / "folder")]) == 2
     assert one_error_line(capsys).endswith("folder: is a folder (give a file name)")
     assert main([*base, "--onnx", str(tiny / "x.onnx")]) == 2

@@ -236,7 +236,7 @@ def test_fallback_returns_the_best_kept_set_when_the_target_is_missed(monkeypatc
 
     units = {"a": 40.0, "b": 41.0, "c": 42.0}  # lone-unit PSNRs: a is the most sensitive
     whole = {frozenset("abc"): 30.0, frozenset("bc"): 36.0, frozenset("c"): 35.0, frozenset(): 99.0}
-    monkeypatch.setattr(sens, "run_model", lambda enabled, crops: whole[frozenset(enabled)])
+    monkeypatch.setattr(sens, "run_model", lambda enabled, crops, threads=0: whole[frozenset(enabled)])
     monkeypatch.setattr(sens, "fidelity_psnr", lambda reference, outputs: outputs)
     kept, trace = sens.choose_fallback(lambda enabled: enabled, units, [], [], None, 50.0, 2, progress=False)
     assert [t["output_psnr_db"] for t in trace] == [30.0, 36.0, 35.0]  # a, then b kept in fp32

@@ -104,3 +104,9 @@ def test_two_stage_training_survives_a_kill(tmp_path: Path, shared: Path) -> Non
     assert [(r["stage"], r["total_iter"]) for r in curve] == [("stage1", 4), ("stage2", 4 + STAGE2_ITERS)]
     assert all(r["dataset"] == "Set5" and r["psnr_y"] > 5 for r in curve)
     assert (exp / "smoke_stage2" / "models" / "net_g_best.pth").is_file()
+
+    # A finished run again, with --json: nothing is retrained, stdout holds only the one JSON object.
+    again = subprocess.run([*command, "--json"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150)
+    assert again.returncode == 0, again.stderr[-3000:]
+    record = json.loads(again.stdout)
+    assert Path(record["final_weights"]).resolve() == final.resolve() and record["curve"] == curve

@@ -15,8 +15,8 @@ def build_model(name: str, scale: int = 4, **overrides: Any) -> nn.Module:
     """A freshly initialised (untrained) model carrying its ``descriptor`` (``trained=False``).
 
     Args:
-        name: a preset (``rlfn``, ``rlfn_s``, ``rlfn_ntire``, ``ditn``, ``ditn_real``) or a
-            registered arch name (``RLFN``, ``DITN``) with its default kwargs.
+        name: a preset of :data:`esr.zoo.PRESETS` (``rlfn_s``, ``ditn_real``, ``span``, ...) or a
+            registered arch name (``RLFN``, ``DITN``, ``SPAN``) with its default kwargs.
         scale: upscale factor, 2, 3 or 4.
         overrides: constructor kwargs that replace the preset's.
 

@@ -61,6 +61,8 @@ class BackendSpec:
     kinds: tuple[str, ...]
     summary: str
     available: Callable[[], str | None] = lambda: None
+    cuda_ready: Callable[[], bool] = lambda: True
+    """Whether this runtime, installed, can use the CUDA GPU torch sees (onnxruntime: only with its CUDA provider)."""
 
 
 AUTO = "auto"
@@ -82,6 +84,15 @@ def requires(module: str, label: str, hint: str) -> Callable[[], str | None]:
     return check
 
 
+def onnxruntime_has_cuda() -> bool:
+    """True when the installed onnxruntime has the CUDA execution provider (onnxruntime-gpu)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
 TRT_INSTALL_HINT = "pip install 'esr[trt]' on a machine with an NVIDIA GPU, or use --backend onnxruntime"
 
 register_backend(BackendSpec(
@@ -90,7 +101,7 @@ register_backend(BackendSpec(
 register_backend(BackendSpec(
     "onnxruntime", "esr.backends.ort_backend:OnnxRuntimeBackend", ("cpu", "cuda"), ("fp32", "fp16", "int8"),
     ("module", "onnx"), "ONNX Runtime on an .onnx file, or on the default-recipe deploy graph of a torch model",
-    requires("onnxruntime", "onnxruntime", "pip install onnxruntime")))
+    requires("onnxruntime", "onnxruntime", "pip install onnxruntime"), onnxruntime_has_cuda))
 register_backend(BackendSpec(
     "tensorrt", "esr.backends.trt_backend:TensorRTBackend", ("cuda",), ("fp32", "fp16", "int8"), ("engine",),
     "TensorRT engine from esr export --trt (CUDA only)", requires("tensorrt", "TensorRT", TRT_INSTALL_HINT)))
@@ -106,6 +117,20 @@ register_backend(BackendSpec(
 def backend_devices() -> list[str]:
     """Every device some registered backend runs on (``cpu``, ``cuda``, ...)."""
     return list(dict.fromkeys(device for _, spec in BACKENDS.items() for device in spec.devices))
+
+
+def default_device(backend: str | None = None) -> str:
+    """The device every command and the Python API use when none is given: ``cuda`` if available, else ``cpu``.
+
+    Available: torch sees a CUDA GPU and, when ``backend`` is named, that backend runs on cuda and can use it
+    (onnxruntime needs its CUDA provider). Imports torch: call it at run time, not while building a parser.
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    spec = BACKENDS.get(backend) if backend in BACKENDS else None
+    return "cuda" if spec is None or ("cuda" in spec.devices and spec.cuda_ready()) else "cpu"
 
 
 def backend_names() -> list[str]:
@@ -124,8 +149,8 @@ def backend_precisions() -> list[str]:
 
 
 def backends_help() -> str:
-    """One ``name: summary`` phrase per registered backend, for ``--backend`` help texts."""
-    return "; ".join(f"{name}: {spec.summary}" for name, spec in BACKENDS.items())
+    """One ``name: summary`` phrase per runtime (``auto`` has its own help text), for ``--backend`` help texts."""
+    return "; ".join(f"{name}: {spec.summary}" for name, spec in BACKENDS.items() if name != AUTO)
 
 
 def default_backend_for(loaded: "LoadedModel") -> str:

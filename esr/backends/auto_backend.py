@@ -14,6 +14,7 @@ import os
 import torch
 
 from esr.autoselect import Candidate, auto_select, measure
+from esr.channels import to_channels
 from esr.errors import EsrError
 from esr.loading import LoadedModel
 
@@ -63,7 +64,8 @@ def decision_key(loaded: LoadedModel, candidates: list[Candidate], device: str, 
     from esr.bench import cpu_model, installed_version
     from esr.capabilities import cpu_summary
 
-    return {"model": model_key(loaded), "kind": loaded.kind, "tile": [1, 3, *tile_hw], "device": device,
+    return {"model": model_key(loaded), "kind": loaded.kind, "tile": [1, loaded.descriptor.in_channels, *tile_hw],
+            "device": device,
             "threads": threads, "candidates": [c.label for c in candidates],
             "machine": {"cpu": cpu_model(), "units": cpu_summary(), "cores": os.cpu_count(),
                         "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None},
@@ -91,6 +93,8 @@ class AutoBackend:
         from esr.backends import create_backend
 
         candidates = candidates_for(loaded, device, backends, precision)
+        named = precision not in (None, "auto")  # a precision the user named: chosen among its candidates only
+        pool = candidates_for(loaded, device, backends, None) if named else candidates
         own = loaded.descriptor.precision if loaded.kind != "module" else "fp32"
         references = [Candidate("onnxruntime", own, device), Candidate("torch", own, device)]
         built: dict[Candidate, object] = {}
@@ -107,9 +111,11 @@ class AutoBackend:
         else:
             from esr.sample import sample_batch
 
-            sample = torch.from_numpy(sample_batch())
-            tile = torch.rand(1, 3, *tile_hw, generator=torch.Generator().manual_seed(0))
-            usable_refs = [r for r in references if r in candidates] or [candidates[0]]
+            channels = loaded.descriptor.in_channels  # the RGB sample as the model takes it (esr.channels)
+            sample = to_channels(torch.from_numpy(sample_batch()), channels)
+            tile = torch.rand(1, channels, *tile_hw, generator=torch.Generator().manual_seed(0))
+            usable_refs = [r for r in references if r in pool] or [pool[0]]
+
             def announce(count: int) -> None:
                 if not quiet:
                     print(f"auto: measuring {count} backend x precision candidates once for this model, machine and "
@@ -119,7 +125,7 @@ class AutoBackend:
                 decision_key(loaded, candidates, device, threads, tile_hw),
                 lambda: measure(candidates, build, sample, tile, references=usable_refs, min_fidelity_db=min_fidelity_db,
                                 announce=announce),
-                min_fidelity_db)
+                min_fidelity_db, choosable=candidates if named else None)
             self.chosen = build(self.decision.chosen)
             built.clear()  # free the candidates not chosen
             if not quiet:

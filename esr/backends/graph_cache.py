@@ -9,11 +9,13 @@ version, so a changed model or an esr upgrade that changes the graph never reuse
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from pathlib import Path
 
 import torch
 
+from esr.errors import EsrError
 from esr.loading import LoadedModel, cache_dir
 
 DEFAULT_OPSET = 17
@@ -45,8 +47,12 @@ def files_fingerprint(paths: list[Path]) -> str:
 
 
 def model_fingerprint(loaded: LoadedModel) -> str:
-    """A short sha256 of a torch model's descriptor (esr version included) and weights."""
+    """A short sha256 of a torch model's descriptor (esr version included), weights, and the source files
+    of its module classes (an arch from another package, e.g. spandrel's, changes with that package)."""
     digest = hashlib.sha256(json.dumps(loaded.descriptor.to_metadata(), sort_keys=True).encode())
+    sources = {inspect.getsourcefile(type(module)) for module in loaded.module.modules()}
+    for source in sorted(path for path in sources if path):
+        digest.update(Path(source).read_bytes())
     for key, value in loaded.module.state_dict().items():
         digest.update(key.encode())
         digest.update(value.detach().cpu().contiguous().numpy().tobytes())
@@ -65,7 +71,17 @@ def cached_deploy_graph(loaded: LoadedModel, recipe: str = "default", opset: int
     path = onnx_cache_dir() / f"{key}.onnx"
     if path.is_file():
         return path
-    return build_deploy_graph(loaded, recipe=recipe, opset=opset).save(path, overwrite=True)
+    if key in FAILED_BUILDS:  # e.g. an arch whose graph keeps its trace size: every graph backend asks
+        raise FAILED_BUILDS[key]
+    try:
+        return build_deploy_graph(loaded, recipe=recipe, opset=opset).save(path, overwrite=True)
+    except EsrError as err:
+        FAILED_BUILDS[key] = err
+        raise
+
+
+FAILED_BUILDS: dict[str, EsrError] = {}
+"""Graphs that could not be built in this process, by cache key: the error is raised again at once."""
 
 
 def cached_fp16_graph(path: Path) -> Path:

@@ -1,7 +1,8 @@
-"""The one onnxruntime session factory: every onnxruntime session in esr is made by :func:`ort_session`.
+"""The one onnxruntime session factory (:func:`ort_session`) and torch's side of ``--threads`` (:func:`use_threads`).
 
-Backends, ``esr bench``, ``esr analyze --calibrate``, quantisation calibration and sensitivity,
-export parity, scripts and tests all use it, so what is measured is what runs. Settings:
+Every onnxruntime session in esr is made by :func:`ort_session`: backends, ``esr bench``, ``esr analyze
+--calibrate``, quantisation calibration and sensitivity, export parity, scripts and tests all use it, so
+what is measured is what runs. Settings:
 ``threads`` intra-op threads (0: onnxruntime's default, one per physical core), one inter-op
 thread, no busy-wait spinning between ops (on a shared CPU spinning threads steal the cores
 other work needs), ``ORT_ENABLE_ALL`` graph optimisation (or none, for calibration that reads
@@ -12,10 +13,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from esr.errors import EsrError
+from esr.errors import EsrError, first_line
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
+
+
+def use_threads(threads: int) -> None:
+    """Apply a ``--threads`` value to torch (``torch.set_num_threads``; 0 leaves torch's default).
+
+    onnxruntime (:func:`ort_session`) and OpenVINO take the same number per session; this is the
+    torch side, for the commands that also compute in torch (tracing, parity, MAC counts, training).
+    """
+    if threads < 0:
+        raise EsrError(f"threads must be >= 0 (got {threads})")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def ort_session(model: Any, threads: int = 0, device: str = "cpu", optimize: bool = True,
@@ -62,5 +77,4 @@ def ort_session(model: Any, threads: int = 0, device: str = "cpu", optimize: boo
     try:
         return ort.InferenceSession(source, options, providers=providers)
     except Exception as err:  # onnxruntime raises its own exception types for any bad graph
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise EsrError(f"{label}: onnxruntime cannot load it ({reason})") from None
+        raise EsrError(f"{label}: onnxruntime cannot load it ({first_line(err)})") from None

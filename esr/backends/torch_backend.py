@@ -24,7 +24,8 @@ import warnings
 import torch
 
 from esr.backends.base import crop_output, fit_input
-from esr.capabilities import check_precision_name, require_native_cpu
+from esr.backends.sessions import use_threads
+from esr.capabilities import check_precision_name, cpu_alternatives, require_native_cpu
 from esr.errors import EsrError
 from esr.loading import LoadedModel
 
@@ -38,7 +39,7 @@ def check_torch_precision(device: str, precision: str) -> None:
         raise EsrError("torch backend: int8 runs from a QDQ graph (esr quantize), with --backend onnxruntime or openvino")
     if device == "cpu":
         if precision == "fp16":
-            raise EsrError("torch backend: fp16 needs CUDA; on cpu use bf16, or --backend openvino --precision fp16")
+            raise EsrError(f"torch backend: fp16 needs CUDA (--device cuda); {cpu_alternatives('fp16')}")
         if precision == "bf16":
             require_native_cpu("bf16", "torch backend")
     elif device == "cuda":
@@ -62,12 +63,13 @@ class TorchBackend:
                  threads: int = 0) -> None:
         self.precision = precision or "fp32"
         check_torch_precision(device, self.precision)
-        if threads:
-            torch.set_num_threads(threads)
+        use_threads(threads)
         self.descriptor = loaded.descriptor
         self.device = device
         self.dtype = DTYPES[self.precision]
-        self.memory_format = torch.channels_last if device == "cpu" else torch.contiguous_format
+        tensors = [*loaded.module.parameters(), *loaded.module.buffers()]
+        five_d = any(tensor.dim() == 5 for tensor in tensors)  # torch would give them channels_last too, and fail
+        self.memory_format = torch.channels_last if device == "cpu" and not five_d else torch.contiguous_format
         base = copy.deepcopy(loaded.module).float().eval().to(device=device, memory_format=self.memory_format)
         self.fallback = base if self.precision == "fp16" else None
         self.model = copy.deepcopy(base).to(self.dtype) if self.fallback is not None else base.to(self.dtype)

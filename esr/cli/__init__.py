@@ -1,7 +1,9 @@
 """The ``esr`` console script: one subcommand module per verb, listed in :data:`COMMANDS`.
 
 Each command module exposes ``HELP`` (one line), ``configure(parser)`` (cheap: no
-torch import) and ``run(args) -> int`` (the exit code). :class:`esr.errors.EsrError`
+torch import) and ``run(args) -> int`` (the exit code). Every parser gets
+:class:`esr.cli.common.HelpFormatter` (defaults shown, epilogs kept as written); options
+that recur (``-n/--model``, ``--threads``, ``--device``, ``--json``) come from :mod:`esr.cli.common`. :class:`esr.errors.EsrError`
 raised by a command becomes one ``error: ...`` line and its exit code; any other
 exception becomes one line ``error: Type: message (rerun with --debug for the traceback)``
 and exit code 70; ``esr --debug COMMAND`` (or ``ESR_DEBUG=1``) also prints the traceback.
@@ -39,9 +41,11 @@ COMMANDS: dict[str, str] = {
 
 def build_parser() -> argparse.ArgumentParser:
     from esr import __version__
+    from esr.cli.common import HelpFormatter
 
     parser = argparse.ArgumentParser(
-        prog="esr", description="Efficient super-resolution: train, export, upscale and benchmark RLFN/DITN models.",
+        prog="esr", formatter_class=HelpFormatter,
+        description="Efficient super-resolution: train, export, upscale and benchmark RLFN/DITN models.",
         epilog="exit codes: see docs/errors.md (0 ok, 1 some inputs failed, 2 usage/bad model/refused output, "
                "70 internal error, 130 interrupted, 141 output pipe closed, 143 terminated)")
     parser.add_argument("--version", action="version", version=f"esr {__version__}")
@@ -50,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
-        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        command = sub.add_parser(name, help=module.HELP, description=module.HELP, formatter_class=HelpFormatter)
         module.configure(command)
         command.set_defaults(run=module.run)
     return parser

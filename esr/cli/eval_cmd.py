@@ -2,34 +2,33 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from esr.cli.upscale_cmd import non_negative_int, raise_opencv_pixel_limit
+from esr.cli.common import (add_device_argument, add_json_argument, add_model_argument, add_threads_argument,
+                            non_negative_int, print_json)
+from esr.cli.upscale_cmd import raise_opencv_pixel_limit
 
 HELP = "measure Y-PSNR/SSIM of a model on a folder with HR/ and LR_bicubic/X{s}/ (or HR images only)"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from esr.backends import backend_devices
     from esr.cli.backend_args import add_backend_arguments
 
-    parser.add_argument("--model", default=None,
-                        help="zoo name, checkpoint path, .onnx file or engine (default: the embedded model)")
+    add_model_argument(parser, "zoo name, checkpoint path, .onnx file or engine (default: the embedded model)")
     parser.add_argument("--data", required=True, help="dataset folder, e.g. ../shared/datasets/Set5")
     parser.add_argument("--scale", type=int, default=None, help="scale to evaluate (default: the model's)")
     add_backend_arguments(parser, backend_default=None, precision_default=None)
-    parser.add_argument("--device", choices=backend_devices(), default="cpu", help="device (default cpu)")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads (default 0: the library's default)")
+    add_device_argument(parser)
+    add_threads_argument(parser)
     parser.add_argument("--max-pixels", type=non_negative_int, default=None, metavar="N",
                         help="largest image (width x height) decoded, checked from its header (default 100000000; "
                              "0 = no limit)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    add_json_argument(parser, "one JSON object (per-image and mean scores)")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.max_pixels is not None:
         raise_opencv_pixel_limit(args.max_pixels)  # before OpenCV loads
-    from esr.backends import default_backend_for
+    from esr.backends import default_backend_for, default_device
     from esr.backends.auto_backend import make_backend
     from esr.evaluate import evaluate
     from esr.image_io import DEFAULT_MAX_PIXELS
@@ -39,12 +38,13 @@ def run(args: argparse.Namespace) -> int:
     max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
     model_name = args.model or DEFAULT_MODEL
     loaded = open_model(model_name, scale=args.scale)
-    backend = make_backend(args.backend or default_backend_for(loaded), loaded, args.device, args.precision,
+    backend_name = args.backend or default_backend_for(loaded)
+    backend = make_backend(backend_name, loaded, args.device or default_device(backend_name), args.precision,
                            args.threads, args.min_fidelity_db, quiet=args.json)
     result = {"model": str(model_name), "backend": getattr(backend, "label", backend.name), "precision": backend.precision,
               **evaluate(backend, args.data, progress=not args.json, max_pixels=max_pixels)}
     if args.json:
-        print(json.dumps(result))
+        print_json(result)
         return 0
     for image in result["images"]:
         print(f"{image['name']:<16}{image['psnr_y']:>8.2f} dB{image['ssim_y']:>8.4f}")

@@ -1,4 +1,5 @@
-"""``esr models``: the zoo, and the arch presets without released weights, with params and GMACs.
+"""``esr models``: the zoo, and the arch presets without released weights, with params and GMACs;
+``esr models --file X``: what esr makes of a model file (checkpoint, ONNX, engine).
 
 The figures are data (:mod:`esr.zoo`), so listing imports no torch; ``--macs`` counts them live.
 """
@@ -7,7 +8,10 @@ from __future__ import annotations
 import argparse
 import json
 
-HELP = "list the model zoo and arch presets (scale, params, GMACs at 256x256, license)"
+from esr.cli.common import THREADS_HELP, add_threads_argument
+
+HELP = ("list the model zoo and arch presets (scale, params, GMACs at 256x256, license), or describe a model "
+        "file (--file)")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -17,6 +21,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=None,
                         help="LR input side for the live MAC count (implies --macs; default 256)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per model")
+    add_threads_argument(parser, f"{THREADS_HELP} (--macs)")
+    parser.add_argument("--file", default=None, metavar="MODEL",
+                        help="describe this checkpoint (.pth/.pt/.ckpt/.safetensors: esr's archs or spandrel's), "
+                             ".onnx file or engine: detected arch, scale, channels, size requirements, tiling, "
+                             "params, deploy recipe")
 
 
 def table_rows() -> list[dict]:
@@ -43,6 +52,44 @@ def count_live(rows: list[dict], size: int) -> None:
         row.update(params=count_params(model), gmacs=count_macs(model, size, size) / 1e9)
 
 
+def describe_file(spec: str, size: int | None) -> dict:
+    """What :func:`esr.loading.open_model` finds in ``spec``: the descriptor's fields, plus params and
+    the default deploy recipe of a torch model (and its GMACs at ``size`` x ``size`` when given)."""
+    from esr.loading import open_model
+
+    loaded = open_model(spec, allow_untrained=True)
+    d = loaded.descriptor
+    info = dict(file=str(spec), kind=loaded.kind, arch=d.arch, name=d.name, scale=d.scale, in_channels=d.in_channels,
+                out_channels=d.out_channels, purpose=d.purpose, min_size=d.min_size, size_multiple=d.size_multiple,
+                square=d.square, tiling=d.tiling, precision=d.precision, license=d.license, source=d.source,
+                sha256=d.source_sha256, hyperparams=dict(d.hyperparams))
+    if loaded.kind == "module":
+        from esr.complexity import count_macs, count_params
+        from esr.plugins import default_recipe
+
+        info.update(params=count_params(loaded.module), recipe=default_recipe(d))
+        if size is not None:
+            info.update(gmacs=count_macs(loaded.module, size, size) / 1e9, gmacs_size=size)
+    else:
+        info.update(recipe=list(d.recipe))
+    return info
+
+
+def print_file(info: dict) -> None:
+    size = (f"min {info['min_size']}, multiple of {info['size_multiple']}"
+            f"{', square' if info['square'] else ''} (esr pads and crops)")
+    lines = [f"{info['file']}: {info['arch']} ({info['kind']}, {info['source'] or 'no source recorded'})",
+             f"  scale x{info['scale']} ({info['purpose']}), channels {info['in_channels']} -> {info['out_channels']}, "
+             f"{info['precision']}",
+             f"  input size: {size}; tiling: {info['tiling']}",
+             f"  deploy recipe: {', '.join(info['recipe']) or 'none'}",
+             f"  license: {info['license'] or 'not recorded (a state dict does not say; check where the file came from)'}"]
+    if "params" in info:
+        macs = f", {info['gmacs']:.2f} GMACs at {info['gmacs_size']}x{info['gmacs_size']}" if "gmacs" in info else ""
+        lines.insert(3, f"  params: {info['params'] / 1e6:.3f} M{macs}")
+    print("\n".join(lines))
+
+
 def run(args: argparse.Namespace) -> int:
     from esr.errors import EsrError
     from esr.zoo import MACS_SIZE
@@ -50,8 +97,18 @@ def run(args: argparse.Namespace) -> int:
     size = args.size or MACS_SIZE
     if size < 1:
         raise EsrError(f"--size {size}: must be >= 1")
+    if args.file is not None:
+        info = describe_file(args.file, size if args.macs or args.size is not None else None)
+        if args.json:
+            print(json.dumps(info))
+        else:
+            print_file(info)
+        return 0
     rows = table_rows()
     if args.macs or args.size is not None:
+        from esr.backends.sessions import use_threads
+
+        use_threads(args.threads)
         count_live(rows, size)
     if args.json:
         for row in rows:

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
+
+from esr.cli.common import (add_device_argument, add_json_argument, add_model_argument, add_threads_argument,
+                            finite_positive, non_negative_int)
 
 HELP = "upscale images, videos and animations (files, folders or globs) into OUTDIR, skipping outputs that exist"
 
 EPILOG = """\
-tiling: --tile N cuts each image into ceil(side/N) overlapping tiles per axis, each with
+tiling: -t/--tile N cuts each image into ceil(side/N) overlapping tiles per axis, each with
 --tile-pad pixels of context, blended with a smooth (sin^2) window so no seams show.
 --tile 0 (default): an image runs in one pass if H*W*4096 bytes <= 512 MiB (about 360x360
 pixels); otherwise tiles of floor(sqrt(512 MiB / 4096)) - 2*pad = 330 px (pad 16) are used.
@@ -46,8 +48,12 @@ backend and precision: --backend auto --precision auto (default) measures the in
 backends x precisions once per model, machine, library versions and tile (a few seconds to
 half a minute, announced by a line; cached under the esr cache dir), prints "auto: CHOICE, Nx
 over onnxruntime fp32, Y-PSNR D dB vs fp32" and runs the fastest whose output's Y channel stays
-within --min-fidelity-db (55.5) of fp32 on the package's sample image. Name both to force a choice; a combination this machine cannot run
-is refused with the reason (exit 2). See docs/precision.md.
+within --min-fidelity-db (55.5) of fp32 on the package's sample image. Name both to force a
+choice; a combination this machine cannot run is refused with the reason (exit 2). A named
+precision under auto (--fp16 = --precision fp16) picks among the backends that compute in it,
+still scored against fp32; where none does (fp16 on a CPU without fp16 units) one line names
+what this CPU offers. See docs/precision.md, and docs/cli.md for --threads, --device, --json and
+the short options.
 
 more than one process (docs/scale-out.md): --shard I/N keeps the outputs whose relative path
 hashes to shard I (0-based); run I = 0..N-1 anywhere (a SLURM job array, N shells) into one OUTDIR.
@@ -56,19 +62,10 @@ hashes to shard I (0-based); run I = 0..N-1 anywhere (a SLURM job array, N shell
 
 exit status: 0 all done (existing outputs skipped), 1 some inputs failed (also: a folder
 or glob without images), 2 usage error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
-The last line is "N upscaled, M skipped[ (K being written by another run)], F failed".
+The last line is "N upscaled, M skipped[ (K being written by another run)], F failed"; with --json
+it is one JSON object instead (and the only line on stdout): {"upscaled", "skipped", "busy", "failed",
+"outdir", "model", "backend", "precision", "device", "auto"}.
 """
-
-
-def finite_positive(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number > 0")
-    return value
 
 
 def file_suffix(text: str) -> str:
@@ -76,17 +73,6 @@ def file_suffix(text: str) -> str:
     if any(bad in text for bad in ("/", "\\", "..", "\0")):
         raise argparse.ArgumentTypeError(f"{text!r}: a suffix may not contain a path separator or '..'")
     return text
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 0")
-    return value
 
 
 OPENCV_MAX_PIXELS = 1 << 30
@@ -102,27 +88,24 @@ def raise_opencv_pixel_limit(max_pixels: int) -> None:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from esr.backends import backend_devices
     from esr.cli.backend_args import add_backend_arguments
 
     parser.epilog = EPILOG
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (created if missing)")
-    parser.add_argument("--model", default=None,
-                        help="zoo name, .pth checkpoint, .onnx file or TensorRT engine (default: the embedded model)")
+    add_model_argument(parser, "zoo name, .pth checkpoint, .onnx file or TensorRT engine (default: the embedded model)")
     add_backend_arguments(parser, backend_default="auto", precision_default="auto")
-    parser.add_argument("--device", choices=backend_devices(), default=None,
-                        help="default: cuda if available, else cpu")
-    parser.add_argument("--fp16", action="store_true", help="same as --precision fp16")
-    parser.add_argument("--threads", type=non_negative_int, default=0,
-                        help="CPU threads for torch and onnxruntime (default 0: each library's own default)")
-    parser.add_argument("--tile", type=int, default=0, help="tile side in input pixels; 0 = automatic (see below)")
-    parser.add_argument("--tile-pad", type=int, default=16, help="context pixels around each tile (default 16)")
-    parser.add_argument("--outscale", type=finite_positive, default=None,
+    add_device_argument(parser)
+    parser.add_argument("--fp16", action="store_true",
+                        help="same as --precision fp16: a CUDA GPU, an Intel GPU (--device gpu), or OpenVINO on a CPU "
+                             "with fp16 units; elsewhere refused with the alternatives")
+    add_threads_argument(parser)
+    parser.add_argument("-t", "--tile", type=int, default=0, help="tile side in input pixels; 0 = automatic (see below)")
+    parser.add_argument("--tile-pad", type=int, default=16, help="context pixels around each tile")
+    parser.add_argument("-s", "--outscale", type=finite_positive, default=None,
                         help="final scale; the model output is resized once (default: the model's scale)")
-    parser.add_argument("--ext", choices=["png", "jpg", "webp", "same"], default="png", help="output format (default png)")
-    parser.add_argument("--quality", type=int, default=95, help="jpg/webp quality 1-100; webp 100 = lossless (default 95)")
+    parser.add_argument("--ext", choices=["png", "jpg", "webp", "same"], default="png", help="output format")
+    parser.add_argument("--quality", type=int, default=95, help="jpg/webp quality 1-100; webp 100 = lossless")
     parser.add_argument("--suffix", type=file_suffix, default="",
                         help="appended to each output stem (default: none); no path separators")
     parser.add_argument("--recursive", action="store_true", help="descend into folders, mirroring the tree under OUTDIR")
@@ -133,6 +116,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-pixels", type=non_negative_int, default=None, metavar="N",
                         help="refuse inputs over N pixels (width x height) before decoding; 0 = no limit "
                              "(default 100000000)")
+    add_json_argument(parser, "the summary as one JSON object (counts, OUTDIR, the backend, precision and device "
+                              "that ran, auto's choice)")
     add_video_arguments(parser)
     add_scale_arguments(parser)
 
@@ -147,7 +132,7 @@ def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
                        help="run on Ray actors (each holds one model): no ADDRESS = Ray's default "
                             "(RAY_ADDRESS, a running local cluster, or a new local one); else e.g. auto or ray://host:10001")
     scale.add_argument("--ray-actors", type=non_negative_int, default=0, metavar="N",
-                       help="Ray actors (default: one per GPU of the cluster, else one per CPU)")
+                       help="Ray actors; 0 = one per GPU of the cluster, else one per CPU")
 
 
 def add_video_arguments(parser: argparse.ArgumentParser) -> None:
@@ -166,8 +151,7 @@ def add_video_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--video-container", choices=sorted(CONTAINERS), default=None,
                        help="output container (default: the input's; Matroska for ts, mpg, flv, wmv, ...)")
     group.add_argument("--segment-seconds", type=finite_positive, default=DEFAULT_SEGMENT_SECONDS,
-                       help=f"resume granularity: frames are encoded in segments of about this length "
-                            f"(default {DEFAULT_SEGMENT_SECONDS:g})")
+                       help="resume granularity: frames are encoded in segments of about this many seconds")
 
 
 def video_options(args: argparse.Namespace):
@@ -202,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
         precision="fp16" if args.fp16 else args.precision, min_fidelity_db=args.min_fidelity_db,
         threads=args.threads, tile=args.tile, tile_pad=args.tile_pad, outscale=args.outscale,
         ext=args.ext, quality=args.quality, suffix=args.suffix, recursive=args.recursive, overwrite=args.overwrite,
-        jobs=args.jobs, quiet=args.quiet, video=video_options(args),
+        jobs=args.jobs, quiet=args.quiet, json=args.json, video=video_options(args),
         shard=None if args.shard is None else parse_shard(args.shard), ray=args.ray, ray_actors=args.ray_actors,
         **({} if args.max_pixels is None else {"max_pixels": args.max_pixels}),
     )

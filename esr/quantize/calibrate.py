@@ -60,7 +60,7 @@ def load_crops(folder: str | Path, count: int, size: int | tuple[int, int] = 96,
 
 
 def collect_stats(model: onnx.ModelProto, tensors: list[str], crops: list[np.ndarray], sample_size: int = 4096,
-                  progress: bool = True, seed: int = 0) -> dict[str, TensorStats]:
+                  progress: bool = True, seed: int = 0, threads: int = 0) -> dict[str, TensorStats]:
     """Run ``model`` on every crop with ``tensors`` exposed as outputs; per tensor min/max and a value sample."""
     from tqdm import tqdm
 
@@ -69,7 +69,7 @@ def collect_stats(model: onnx.ModelProto, tensors: list[str], crops: list[np.nda
     for name in tensors:
         if name not in existing:
             probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    runner = ort_session(probe, optimize=False)
+    runner = ort_session(probe, threads=threads, optimize=False)
     input_name = runner.get_inputs()[0].name
     rng = np.random.default_rng(seed)
     stats = {name: TensorStats() for name in tensors}

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import onnx
 
+from esr.backends.base import input_size
+from esr.channels import array_to_channels
 from esr.descriptor import ModelDescriptor, read_metadata, write_metadata
 from esr.errors import EsrError
 from esr.metrics import fidelity_psnr
@@ -50,6 +52,8 @@ class QuantConfig:
     max_kept: int = 12
     keep: list[str] = field(default_factory=list)
     seed: int = 0
+    threads: int = 0
+    """CPU threads of the onnxruntime sessions (calibration, sensitivity, fidelity); 0: onnxruntime's default."""
 
 
 def activation_grids(info, stats, method: QuantMethod) -> dict[str, Grid]:
@@ -103,12 +107,21 @@ def static_input_hw(model: onnx.ModelProto) -> tuple[int, int] | None:
     return (height, width) if isinstance(height, int) and isinstance(width, int) else None
 
 
+def input_channels(model: onnx.ModelProto) -> int:
+    """The channel count of the graph's image input (3 when it is symbolic)."""
+    from esr.loading import graph_input_dims
+
+    channels = graph_input_dims(model)[1]
+    return channels if isinstance(channels, int) else 3
+
+
 def quantize_onnx(model: onnx.ModelProto, calib_dir: str, config: QuantConfig, progress: bool = True,
                   descriptor: ModelDescriptor | None = None) -> tuple[onnx.ModelProto, dict]:
     """Calibrate on LR crops of ``calib_dir`` and return (QDQ model, report).
 
     The model must map one float NCHW image in [0, 1] to one output image (any esr export). A
-    static-shape graph is calibrated on crops of its input size (smaller images reflect-padded).
+    static-shape graph is calibrated on crops of its input size (smaller images reflect-padded);
+    crops are converted to the graph's input channels (:mod:`esr.channels`).
     The QDQ model carries ``descriptor`` (default: the input graph's esr metadata) with precision int8.
     """
     if config.method not in QUANT_METHODS:
@@ -128,9 +141,12 @@ def quantize_onnx(model: onnx.ModelProto, calib_dir: str, config: QuantConfig, p
     if fixed_hw is None and config.crop_size < min_side:
         raise EsrError(f"crop size {config.crop_size}: below the model's minimum input side {min_side}")
     crop_hw = fixed_hw or (config.crop_size, config.crop_size)
+    if fixed_hw is None and descriptor is not None:  # a square-input model: square crops
+        crop_hw = input_size(descriptor, *crop_hw)
     crops = load_crops(calib_dir, config.num_calib, crop_hw, config.downscale, config.seed)
+    crops = [array_to_channels(crop, input_channels(model)) for crop in crops]
     tensors = sorted({t for u in info.units for t in u.inputs + u.outputs})
-    stats = collect_stats(info.model, tensors, crops, progress=progress, seed=config.seed)
+    stats = collect_stats(info.model, tensors, crops, progress=progress, seed=config.seed, threads=config.threads)
     act = activation_grids(info, stats, QUANT_METHODS.get(config.method))
     weights, notes = weight_grids(info, config, reordered)
 
@@ -140,18 +156,18 @@ def quantize_onnx(model: onnx.ModelProto, calib_dir: str, config: QuantConfig, p
     forced = {u.name for u in info.units if any(re.search(p, u.name) for p in config.keep)}
     names = [u.name for u in info.units if u.name not in forced]
     sens_crops = crops[: config.num_sensitivity]
-    reference = run_model(info.model, sens_crops)
+    reference = run_model(info.model, sens_crops, config.threads)
     sensitivity: dict[str, float] = {}
     trace: list[dict] = []
     kept = set(forced)
     if config.layer_budget_db is not None or config.target_db is not None:
-        sensitivity = unit_sensitivity(build, names, sens_crops, reference, progress)
+        sensitivity = unit_sensitivity(build, names, sens_crops, reference, progress, config.threads)
         auto, trace = choose_fallback(build, sensitivity, sens_crops, reference, config.layer_budget_db,
-                                      config.target_db, config.max_kept, progress)
+                                      config.target_db, config.max_kept, progress, config.threads)
         kept |= auto
     enabled = {u.name for u in info.units} - kept
     quantised = build(enabled)
-    fidelity = fidelity_psnr(reference, run_model(quantised, sens_crops))
+    fidelity = fidelity_psnr(reference, run_model(quantised, sens_crops, config.threads))
     units = []
     for unit in info.units:
         entry = {"name": unit.name, "op": unit.op, "int8": unit.name in enabled,

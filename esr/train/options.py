@@ -4,7 +4,7 @@ A document is a BasicSR options file plus ``stages:``, a list of dicts each with
 ``name`` and any option keys to override (deep-merged onto the document, lists replaced,
 a dict with a different ``type`` replaced whole).
 A document without ``stages`` is one stage named ``train``. Strings under ``datasets``
-and ``path`` have ``$VARS`` expanded; ``$ESR_SHARED`` defaults to :func:`esr.paths.shared_dir`.
+and ``path`` have ``$VARS`` expanded; ``$ESR_SHARED`` defaults to :func:`esr.paths.find_shared_dir`.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from esr.errors import EsrError
-from esr.paths import shared_dir
+from esr.paths import find_shared_dir
 
 
 def load_document(path: str | Path) -> dict[str, Any]:
@@ -86,14 +86,17 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 
 def expand_vars(node: Any) -> Any:
-    """``node`` with ``$VAR``/``${VAR}`` expanded in every string (``ESR_SHARED`` has a default)."""
+    """``node`` with ``$VAR``/``${VAR}`` expanded in every string. ``ESR_SHARED`` defaults to
+    :func:`esr.paths.find_shared_dir`; when it is unset and no ``../shared`` exists it stays as written (the
+    data-folder check then says to set it)."""
     if isinstance(node, dict):
         return {key: expand_vars(value) for key, value in node.items()}
     if isinstance(node, list):
         return [expand_vars(value) for value in node]
     if isinstance(node, str) and "$" in node:
-        if "ESR_SHARED" not in os.environ:
-            node = node.replace("${ESR_SHARED}", str(shared_dir())).replace("$ESR_SHARED", str(shared_dir()))
+        shared = find_shared_dir()
+        if "ESR_SHARED" not in os.environ and shared is not None:
+            node = node.replace("${ESR_SHARED}", str(shared)).replace("$ESR_SHARED", str(shared))
         return os.path.expandvars(node)
     return node
 

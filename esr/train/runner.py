@@ -44,6 +44,7 @@ from esr.errors import EsrError
 from esr.fileio import write_bytes_atomically, write_bytes_if_changed
 from esr.limits import build_arch
 from esr.loading import read_checkpoint, save_checkpoint
+from esr.paths import SHARED_HINT
 from esr.train.distributed import current, run_on_main
 from esr.train.options import stage_options
 from esr.train.schema import validate_document
@@ -202,7 +203,9 @@ def check_data_folders(opt: dict[str, Any], label: str) -> None:
                             if not Path(str(path)).exists()]
     if missing:
         more = f"; and {len(missing) - 3} more" if len(missing) > 3 else ""
-        raise EsrError(f"{label}: training data not found: {'; '.join(missing[:3])}{more}")
+        unset = any("ESR_SHARED" in path for path in missing)  # left unexpanded: not set, no ../shared found
+        hint = f" (ESR_SHARED is not set and no ../shared folder was found: {SHARED_HINT})" if unset else ""
+        raise EsrError(f"{label}: training data not found: {'; '.join(missing[:3])}{more}{hint}")
 
 
 def stage_finished(done: Path, record: Path, opt: dict[str, Any], stage: str) -> bool:
