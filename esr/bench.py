@@ -91,8 +91,22 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def optional_versions() -> dict[str, str | None]:
+    """Installed versions of the optional runtimes and libraries (None: not installed), without importing them."""
+    from importlib import metadata
+
+    versions = {}
+    for name in ("openvino", "tensorrt", "spandrel", "av", "ray", "basicsr"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
 def machine_info() -> dict:
-    """CPU model, logical cores, OS, GPU name (``None`` without CUDA) and library versions."""
+    """CPU model, logical cores, the CPU's native units per precision (AMX, AVX512-BF16, VNNI...: flags from
+    ``/proc/cpuinfo``), OS, GPU name (``None`` without CUDA) and library versions."""
     import onnxruntime
     import torch
 
@@ -103,22 +117,27 @@ def machine_info() -> dict:
         load = os.getloadavg()
     except OSError:
         load = None
+    from esr.capabilities import cpu_summary
+
     return {
-        "cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "os": platform.platform(), "gpu": gpu, "load_avg": load,
+        "cpu": cpu_model(), "cores": os.cpu_count(), "cpu_units": cpu_summary(),
+        "torch_threads": torch.get_num_threads(), "os": platform.platform(), "gpu": gpu, "load_avg": load,
         "versions": {"python": platform.python_version(), "esr": __version__, "torch": torch.__version__,
                      "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
-                     "cuda": torch.version.cuda if gpu else None},
+                     "cuda": torch.version.cuda if gpu else None, **optional_versions()},
     }
 
 
 def save_result(record: dict, folder: str | os.PathLike, stem: str) -> Path:
-    """Write ``record`` as ``FOLDER/STEM_YYYYmmdd-HHMMSS.json`` (temp file + rename); the path written."""
+    """Write ``record`` as ``FOLDER/STEM_YYYYmmdd-HHMMSS.json``, or to ``folder`` itself when it names a
+    ``.json`` file (temp file + rename); the path written."""
     import json
 
     from esr.fileio import write_bytes_atomically
 
-    path = Path(folder) / f"{stem}_{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path = Path(folder)
+    if path.suffix != ".json":
+        path = path / f"{stem}_{time.strftime('%Y%m%d-%H%M%S')}.json"
     return write_bytes_atomically(path, json.dumps(record, indent=1, default=str).encode())
 
 

@@ -14,6 +14,13 @@ from esr.errors import EXIT_USAGE
 
 pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 
+try:
+    import openvino  # noqa: F401  (the optional esr[openvino] extra)
+    HAVE_OPENVINO = True
+except ImportError:
+    HAVE_OPENVINO = False
+needs_openvino = pytest.mark.skipif(not HAVE_OPENVINO, reason="OpenVINO is not installed (esr[openvino])")
+
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
@@ -32,7 +39,8 @@ def one_error_line(capsys) -> str:
     (["bench", "--backend", "torch", "--precision", "int8"], "QDQ graph"),
     (["bench", "--backend", "onnxruntime", "--precision", "bf16"], "bf16 on cpu is not available"),
     (["bench", "--backend", "onnxruntime", "--precision", "int8"], "esr quantize"),
-    (["bench", "--backend", "openvino", "--precision", "int8"], "int8 needs an INT8 QDQ graph"),
+    pytest.param(["bench", "--backend", "openvino", "--precision", "int8"], "int8 needs an INT8 QDQ graph",
+                 marks=needs_openvino),
     (["export", "--precision", "bf16"], "runtime precision"),
     (["export", "--precision", "fp16"], "add --trt"),
 ])
@@ -54,7 +62,7 @@ def test_bf16_refused_on_a_cpu_without_it(monkeypatch, capsys, cache):
             return ["FP32", "INT8"]
 
     monkeypatch.setattr(ovr, "ov_core", lambda: AVX2Core())
-    for backend in ("torch", "openvino"):
+    for backend in ("torch", "openvino") if HAVE_OPENVINO else ("torch",):
         assert main(["bench", "--backend", backend, "--precision", "bf16", "--shape", "1x3x16x16"]) == EXIT_USAGE
         assert "AMX-BF16 or AVX512-BF16" in one_error_line(capsys)
 
