@@ -2,16 +2,19 @@
 
 Each configuration runs in its own subprocess (so its peak RSS is its own):
 
-- backends ``torch`` and ``onnxruntime`` (the embedded RLFN-S x4; onnxruntime on the cached export);
+- backends ``torch``, ``onnxruntime`` (on the cached deploy graph) and ``auto`` (the default: the
+  backend and precision it measured fastest here; its one-time measurement is in the warm-up),
+  all with the embedded RLFN-S x4;
 - modes ``model`` (pre-decoded arrays through the Upscaler: no IO at all), ``sequential``
   (``--jobs 0``: decode, model, encode one after another) and ``pipeline`` (``--jobs 2``:
   decode/encode threads overlapping the model);
 - median of ``--repeats`` passes over the 14 images (after one warm-up pass), images/s, and
   each configuration's ratio to the reference ``torch/sequential`` measured in the same run;
-  the six worker processes stay up and take turns pass by pass (round-robin), so a change
+  the nine worker processes stay up and take turns pass by pass (round-robin), so a change
   in machine load affects every configuration alike.
 
-Then ``esr upscale`` on a synthetic 4000x3000 RGB PNG at x4 with automatic tiling (one run):
+Then ``esr upscale`` with default options (``--backend auto``) on a synthetic 4000x3000 RGB PNG at x4
+with automatic tiling (one run):
 wall time and peak RSS. Writes ``results/bench_upscale.json`` and prints it.
 
     python scripts/bench_upscale.py [--repeats 10] [--skip-large] [--skip-set14] [--out results/X.json]
@@ -31,7 +34,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "auto")
 MODES = ("model", "sequential", "pipeline")
 REFERENCE = ("torch", "sequential")
 
@@ -110,7 +113,7 @@ def worker_large(path: Path) -> dict:
     from esr.upscale_batch import BatchOptions, build_upscaler, run_batch
 
     with tempfile.TemporaryDirectory() as out:
-        options = BatchOptions(inputs=[str(path)], outdir=out, backend="torch", precision=None, device="cpu", quiet=True)
+        options = BatchOptions(inputs=[str(path)], outdir=out, backend="auto", precision=None, device="cpu", quiet=True)
         start = time.perf_counter()
         code = run_batch(options, log=lambda line: print(line, file=sys.stderr))
         seconds = time.perf_counter() - start
@@ -119,7 +122,7 @@ def worker_large(path: Path) -> dict:
         Image.MAX_IMAGE_PIXELS = None  # our own 192 MP output, not an untrusted file
         shape = Image.open(Path(out) / path.name).size[::-1] if code == 0 else None
         upscaler = build_upscaler(options)
-    return {"input": f"{path.name} 4000x3000 RGB", "exit_code": code, "output_shape": shape, "seconds": seconds,
+    return {"input": f"{path.name} 4000x3000 RGB", "backend": options.backend, "exit_code": code, "output_shape": shape, "seconds": seconds,
             "tile": upscaler.tile_for(3000, 4000), "tile_pad": upscaler.tile_pad, "peak_rss_mb": peak_rss_mb()}
 
 

@@ -2,7 +2,8 @@
 
 A clip is generated first (``--seconds`` at 25 fps, ``--size``, H.264 + AAC, a moving
 textured pattern). Then, each in its own subprocess (so each peak RSS is its own), with
-the embedded RLFN-S x4 on the CPU:
+the embedded RLFN-S x4 on the CPU (``--backend``, default ``auto`` as for users; its one-time
+measurement happens while the model loads, before the clock starts):
 
 - ``sequential`` (``--jobs 0``) and ``pipeline`` (``--jobs 2``: decode and model threads
   overlapping the encoder) run :func:`esr.video.runner.upscale_video` on the whole clip,
@@ -16,9 +17,11 @@ the embedded RLFN-S x4 on the CPU:
   part of the pipeline/sequential ratio is the thread the model runs in, not overlap).
 
 Writes ``results/bench_video/<seconds>s_<WxH>.json`` and prints it. The README figure
-(peak RSS of a 1-minute 640x360 clip at x4) is ``--seconds 60 --size 640x360``.
+(peak RSS of a 1-minute 640x360 clip at x4) is ``--seconds 60 --size 640x360 --repeats 1 --modes pipeline
+--skip-stages``.
 
-    python scripts/bench_video.py [--seconds 10] [--size 320x180] [--repeats 3] [--codec libx264]
+    python scripts/bench_video.py [--seconds 10] [--size 320x180] [--repeats 3] [--codec libx264] [--backend auto]
+                                  [--modes sequential,pipeline] [--skip-stages]
 """
 from __future__ import annotations
 
@@ -72,23 +75,23 @@ def make_clip(path: Path, seconds: float, width: int, height: int) -> int:
     return frames
 
 
-def batch_options(src: Path, out: Path, jobs: int, codec: str):
+def batch_options(src: Path, out: Path, jobs: int, codec: str, backend: str):
     from esr.upscale_batch import BatchOptions
     from esr.video.options import VideoOptions
 
-    return BatchOptions(inputs=[str(src)], outdir=out, backend="torch", precision=None, device="cpu", overwrite=True,
+    return BatchOptions(inputs=[str(src)], outdir=out, backend=backend, precision=None, device="cpu", overwrite=True,
                         jobs=jobs, quiet=True,
                         video=VideoOptions(codec=codec))
 
 
-def worker_run(src: Path, jobs: int, codec: str) -> dict:
+def worker_run(src: Path, jobs: int, codec: str, backend: str) -> dict:
     """``upscale_video`` on the whole clip (model loaded and warmed up first); seconds and peak RSS."""
     from esr.upscale_batch import Task, build_upscaler
     from esr.video.probe import decode_frames, probe_video
     from esr.video.runner import upscale_video
 
     with tempfile.TemporaryDirectory() as out:
-        options = batch_options(src, Path(out), jobs, codec)
+        options = batch_options(src, Path(out), jobs, codec, backend)
         upscaler = build_upscaler(options)
         upscaler.upscale_array(next(decode_frames(probe_video(src))).pixels)  # warm-up
         start = time.perf_counter()
@@ -116,7 +119,7 @@ def model_thread_check(upscaler, pixels, repeats: int) -> dict:
             "worker_median_s": statistics.median(worker)}
 
 
-def worker_stages(src: Path, codec: str, repeats: int) -> dict:
+def worker_stages(src: Path, codec: str, repeats: int, backend: str) -> dict:
     """One sequential pass timing decode, model, encode (segments) and join separately."""
     from esr.upscale_batch import Task, build_upscaler
     from esr.video.options import output_container
@@ -126,7 +129,7 @@ def worker_stages(src: Path, codec: str, repeats: int) -> dict:
     from esr.video.segments import SegmentStore, SegmentWriter
 
     with tempfile.TemporaryDirectory() as out:
-        options = batch_options(src, Path(out), 0, codec)
+        options = batch_options(src, Path(out), 0, codec, backend)
         upscaler = build_upscaler(options)
         source = probe_video(src)
         upscaler.upscale_array(next(decode_frames(source)).pixels)  # warm-up
@@ -205,6 +208,9 @@ def main() -> None:
     parser.add_argument("--size", default="320x180", help="clip size WxH (default 320x180)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per mode (default 3)")
     parser.add_argument("--codec", default="libx264", help="--video-codec of the output (default libx264)")
+    parser.add_argument("--backend", default="auto", help="esr upscale's --backend (default auto, as for users)")
+    parser.add_argument("--modes", default="sequential,pipeline",
+                        help="which of sequential (--jobs 0) and pipeline (--jobs 2) to run (default both)")
     parser.add_argument("--skip-stages", action="store_true", help="skip the per-stage timing pass")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default results/bench_video/...)")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
@@ -212,34 +218,37 @@ def main() -> None:
     if args.worker:
         kind, src, *rest = args.worker
         if kind == "stages":
-            result = worker_stages(Path(src), rest[0], int(rest[1]))
+            result = worker_stages(Path(src), rest[0], int(rest[1]), rest[2])
         else:
-            result = worker_run(Path(src), int(kind), rest[0])
+            result = worker_run(Path(src), int(kind), rest[0], rest[1])
         print(json.dumps(result))
         return
 
     width, height = (int(v) for v in args.size.lower().split("x"))
     out = args.out or REPO / "results" / "bench_video" / f"{args.seconds:g}s_{width}x{height}.json"
-    report = {"environment": environment(), "model": "rlfn_s_x4 (embedded default), x4, torch CPU",
+    report = {"environment": environment(), "model": f"rlfn_s_x4 (embedded default), x4, CPU, --backend {args.backend}",
+              "backend": args.backend,
               "clip": {"seconds": args.seconds, "size": [width, height], "fps": FPS, "codec_in": "libx264 + aac",
                        "codec_out": args.codec}}
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "clip.mp4"
         report["clip"]["frames"] = frames = make_clip(src, args.seconds, width, height)
-        runs: dict[str, list[dict]] = {"sequential": [], "pipeline": []}
+        modes = [(mode, jobs) for mode, jobs in (("sequential", 0), ("pipeline", 2)) if mode in args.modes.split(",")]
+        runs: dict[str, list[dict]] = {mode: [] for mode, _ in modes}
         for _ in range(args.repeats):
-            for mode, jobs in (("sequential", 0), ("pipeline", 2)):
-                runs[mode].append(run_worker(str(jobs), str(src), args.codec))
+            for mode, jobs in modes:
+                runs[mode].append(run_worker(str(jobs), str(src), args.codec, args.backend))
                 print(f"{mode:10s} {frames / runs[mode][-1]['seconds']:6.2f} frames/s  "
                       f"peak RSS {runs[mode][-1]['peak_rss_mb']:.0f} MB", flush=True)
         for mode, results in runs.items():
             median = statistics.median(r["seconds"] for r in results)
             report[mode] = {"runs": results, "median_s": median, "frames_per_s": frames / median,
                             "peak_rss_mb": max(r["peak_rss_mb"] for r in results)}
-        ratios = [s["seconds"] / p["seconds"] for s, p in zip(runs["sequential"], runs["pipeline"])]
-        report["pipeline_speedup_paired_median"] = statistics.median(ratios)
+        if len(runs) == 2:
+            ratios = [s["seconds"] / p["seconds"] for s, p in zip(runs["sequential"], runs["pipeline"])]
+            report["pipeline_speedup_paired_median"] = statistics.median(ratios)
         if not args.skip_stages:
-            report["stages"] = run_worker("stages", str(src), args.codec, str(max(3, args.repeats)))
+            report["stages"] = run_worker("stages", str(src), args.codec, str(max(3, args.repeats)), args.backend)
     report["load_avg_at_end"] = os.getloadavg()
     from esr.fileio import write_bytes_atomically
 

@@ -158,6 +158,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--out", default="results/quantize_table.json")
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--work", default="results/quantize_models", help="folder for the quantised graphs")
     parser.add_argument("--fresh", action="store_true", help="ignore rows saved by an earlier run")
     parser.add_argument("--ditn-weights", type=Path, default=None,
                         help="trained DITN-Real x4 checkpoint: adds the ditn_real_x4_trained rows, scored by Y-PSNR")
@@ -169,7 +170,7 @@ def main() -> None:
         keys.append("ditn_real_x4_trained")
     os.environ.setdefault("ESR_WEIGHTS_DIR", str(shared_dir() / "weights" / "rlfn"))
     out = Path(args.out)
-    folder = out.parent / "quantize_models"
+    folder = Path(args.work)  # the ONNX graphs: large, kept out of the (committed) JSON's folder
     folder.mkdir(parents=True, exist_ok=True)
     data = json.loads(out.read_text()) if out.is_file() and not args.fresh else {}
     data.update({"machine": machine(), "shape": [1, 3, 256, 256], "threads": 2, "calibration": {

@@ -3,8 +3,8 @@
 Every page under ``docs/src/`` is a Markdown template; ``{{ EXPR }}`` and ``{{ EXPR :FORMAT }}``
 placeholders are Python expressions over the JSON files of ``docs/results/`` (each ``.json``
 file, or ``.jsonl`` file read as a list of its lines' objects, is a variable named after its stem, with attribute access: ``bench_precision.machine.cpu``), plus
-the helpers :func:`pick` (one record of a list by field values) and :func:`table` (a Markdown
-table from records). ``docs/src/README.md`` renders to the repo's ``README.md``, every other
+the helpers :func:`pick` (one record of a list by field values), :func:`last_until` (the last
+record up to a limit) and :func:`table` (a Markdown table from records). ``docs/src/README.md`` renders to the repo's ``README.md``, every other
 page ``docs/src/X.md`` to ``docs/X.md``. A test (``tests/test_docs.py``) renders in memory and
 fails when a committed page differs, so no number in the docs can drift from its JSON.
 
@@ -55,6 +55,12 @@ def pick(records: Iterable[Record], **match: Any) -> Record:
     return found[0]
 
 
+def last_until(records: Iterable[Record], field: str, limit: float) -> Record | None:
+    """The last record (in order) whose ``field`` is at most ``limit``; None if none is."""
+    found = [r for r in records if r[field] <= limit]
+    return found[-1] if found else None
+
+
 def cell(value: Any, fmt: str = "") -> str:
     """``value`` formatted for a table cell (``-`` for None)."""
     if value is None:
@@ -76,8 +82,8 @@ def table(records: Iterable[Record], columns: list[tuple]) -> str:
 
 def namespace(results: Path = RESULTS) -> dict[str, Any]:
     """Variables for the placeholders: one per ``*.json`` in ``results`` plus the helpers."""
-    names: dict[str, Any] = {"pick": pick, "table": table, "cell": cell, "round": round, "len": len,
-                             "min": min, "max": max, "sum": sum, "sorted": sorted, "abs": abs}
+    names: dict[str, Any] = {"pick": pick, "table": table, "last_until": last_until, "cell": cell, "round": round, "len": len,
+                             "min": min, "max": max, "sum": sum, "sorted": sorted, "abs": abs, "str": str, "range": range}
     for path in sorted(results.glob("*.json")):
         names[path.stem] = as_records(json.loads(path.read_text()))
     for path in sorted(results.glob("*.jsonl")):  # one JSON object per line (e.g. `esr models --json`)
@@ -95,11 +101,11 @@ def render_text(text: str, names: dict[str, Any], source: str = "template") -> s
         if sep and re.fullmatch(r"[<>^=+\- #0-9,._a-zA-Z%]*", tail.strip()):
             expr, fmt = head.strip(), tail.strip()
         try:
-            value = eval(expr, {"__builtins__": {}}, names)  # our own templates, not user input
+            # names as globals, so comprehensions inside an expression see them too; our own templates, not user input
+            return cell(eval(expr, {"__builtins__": {}, **names}), fmt)
         except Exception as err:
             line = text[:match.start()].count("\n") + 1
             raise ValueError(f"{source}:{line}: {{{{ {body} }}}}: {type(err).__name__}: {err}") from None
-        return cell(value, fmt)
 
     return PLACEHOLDER.sub(substitute, text)
 

@@ -151,7 +151,7 @@ def main() -> int:
               "calibration": hw.calibration, "efficiency": hw.efficiency, "kernel_overhead_s": hw.kernel_overhead_s,
               "byte_overhead": hw.byte_overhead, "peaks": {"fp32_flops": hw.peak_flops["fp32"],
                                                           "bandwidth": hw.memory_bandwidth, **hw.measured},
-              "rows": rows, "worst_abs_error": worst, "within_tolerance": worst <= TOLERANCE,
+              "rows": rows, "worst_abs_error": worst, "tolerance": TOLERANCE, "within_tolerance": worst <= TOLERANCE,
               "per_layer_rlfn_x4_256": layers}
     write_bytes_atomically(args.out / "validate_analyze.json", json.dumps(result, indent=1).encode())
     plot(args.out / "validate_analyze.png", rows, layers)

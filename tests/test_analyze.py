@@ -218,4 +218,10 @@ def test_roofline_plot_stacks_identical_layers_and_keeps_classes_apart():
     assert sorted(count for *_, count, _ in spots) == [1, 33]
     styles = [style_of(i) for i in range(96)]
     assert len(set(styles)) == 96
+    # a class keeps its style between plots whatever else is in them; unknown classes stay distinct
+    from esr.analyze.plot import style_indices
+
+    one, other = style_indices(["Conv3x3", "Mul", "Resize"]), style_indices(["Resize", "Mul", "Zeta", "Alpha"])
+    assert one["Mul"] == other["Mul"] and one["Resize"] == other["Resize"]
+    assert len(set(other.values())) == 4
     assert "UNCALIBRATED" in profile_kind(hw) and not hw.calibrated

@@ -29,6 +29,20 @@ def profile_kind(hw: HardwareProfile) -> str:
     return "UNCALIBRATED pure datasheet roofline: every point sits on the roof by construction"
 
 
+CLASS_ORDER = ("Conv3x3", "Conv1x1", "Add", "Mul", "Resize", "MaxPool", "DWConv3x3", "MatMul", "Softmax", "Tanh",
+               "DWConv5x5", "DWConv7x7", "Div", "ReduceL2", "Reciprocal", "Clip", "Sigmoid", "Conv", "Gelu", "Sub",
+               "ReduceMean", "ReduceMax", "Sqrt", "Pow")
+"""Op classes in a fixed order: a class keeps its colour and marker from one plot to the next."""
+
+
+def style_indices(classes: Iterable[str]) -> dict[str, int]:
+    """{class: style index}: a known class's place in :data:`CLASS_ORDER`, other classes the next free places
+    in name order (all distinct)."""
+    classes = sorted(set(classes))
+    unknown = [c for c in classes if c not in CLASS_ORDER]
+    return {c: CLASS_ORDER.index(c) if c in CLASS_ORDER else len(CLASS_ORDER) + unknown.index(c) for c in classes}
+
+
 def style_of(index: int) -> tuple[str, str]:
     """(colour, marker) of the ``index``-th op class: 8 colours x 12 markers, all pairs distinct."""
     colour, round_ = index % len(OKABE_ITO), index // len(OKABE_ITO)
@@ -68,9 +82,10 @@ def roofline_plot(rows: list[LayerPrediction], hw: HardwareProfile, precision: s
             label=f"roof: {peak / 1e12:.3g} TFLOP/s, {bandwidth / 1e9:.4g} GB/s")
     ax.axvline(peak / bandwidth, color="grey", ls=":", lw=1)
     classes = sorted({r.layer.key for r in compute}, key=lambda k: -sum(r.share for r in compute if r.layer.key == k))
+    styles = style_indices(classes)
     for index, key in enumerate(classes):
         group = [r for r in compute if r.layer.key == key]
-        colour, marker = style_of(index)
+        colour, marker = style_of(styles[key])
         spots = stacked(group)
         ax.scatter([s[0] for s in spots], [s[1] for s in spots], s=[30 + 600 * s[3] for s in spots],
                    color=colour, marker=marker, alpha=0.8, edgecolors="black", linewidths=0.5,
