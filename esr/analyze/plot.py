@@ -90,10 +90,12 @@ def roofline_plot(rows: list[LayerPrediction], hw: HardwareProfile, precision: s
         ax.scatter([s[0] for s in spots], [s[1] for s in spots], s=[30 + 600 * s[3] for s in spots],
                    color=colour, marker=marker, alpha=0.8, edgecolors="black", linewidths=0.5,
                    label=f"{key}: {len(group)} layers, {sum(r.share for r in group) * 100:.1f}%")
-        for intensity, attained, count, _ in spots:
-            if count > 1:  # classes alternate above / below their points, so labels of near spots stay apart
-                ax.annotate(f"x{count}", (intensity, attained), xytext=(7, 5 if index % 2 == 0 else -11),
-                            textcoords="offset points", fontsize=7, color=colour if colour != "#F0E442" else "black")
+        labelled = [spot for spot in spots if spot[2] > 1]
+        for number, (intensity, attained, count, _) in enumerate(labelled):
+            # labels alternate above / below their points (by class, then by spot within the class), so the
+            # labels of near spots stay apart
+            ax.annotate(f"x{count}", (intensity, attained), xytext=(7, 5 if (index + number) % 2 == 0 else -11),
+                        textcoords="offset points", fontsize=7, color=colour if colour != "#F0E442" else "black")
     if movement:
         share = sum(r.share for r in movement) * 100
         ax.scatter([], [], color="none", label=f"{len(movement)} data-movement layers (0 FLOP), {share:.1f}%")
