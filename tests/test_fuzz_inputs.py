@@ -33,6 +33,7 @@ from onnx import helper
 from PIL import Image as PILImage
 
 from esr.archs import build_model
+from av_clips import mux_silent_aac
 from esr.cli import main
 from esr.loading import save_checkpoint
 
@@ -241,11 +242,7 @@ def zero_frame_clip() -> bytes:
     with av.open(buffer, "w", format="matroska") as out:
         video = out.add_stream("libx264", rate=10)
         video.width, video.height, video.pix_fmt = 32, 24, "yuv420p"
-        sound = out.add_stream("aac", rate=48000)
-        chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        chunk.sample_rate, chunk.pts = 48000, 0
-        out.mux(sound.encode(chunk))
-        out.mux(sound.encode(None))
+        mux_silent_aac(out)
     return buffer.getvalue()
 
 

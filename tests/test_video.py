@@ -23,6 +23,7 @@ import pytest
 from av.video.reformatter import Interpolation
 from PIL import Image as PILImage
 
+from av_clips import mux_silent_aac
 from esr.cli import main
 from esr.video.join import decode_timestamps
 from esr.video.segments import segments_folder
@@ -288,19 +289,11 @@ def test_bad_videos_fail_one_line_each_and_the_batch_goes_on(tmp_path, one_threa
     whole = make_clip(tmp_path / "whole.mp4", seconds=0.4).read_bytes()
     (src / "1_truncated.mp4").write_bytes(whole[: len(whole) // 2])
     with av.open(str(src / "2_audio_only.mp4"), "w") as out:
-        sound = out.add_stream("aac", rate=48000)
-        chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        chunk.sample_rate, chunk.pts = 48000, 0
-        out.mux(sound.encode(chunk))
-        out.mux(sound.encode(None))
+        mux_silent_aac(out)
     with av.open(str(src / "3_no_frames.mkv"), "w") as out:  # a video stream that never gets a frame
         video = out.add_stream("libx264", rate=25)
         video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
-        sound = out.add_stream("aac", rate=48000)
-        chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        chunk.sample_rate, chunk.pts = 48000, 0
-        out.mux(sound.encode(chunk))
-        out.mux(sound.encode(None))
+        mux_silent_aac(out)
     with av.open(str(src / "4_unsupported.mkv"), "w") as out:  # AVS2: no decoder in PyAV's FFmpeg
         stream = out.add_mux_stream("avs2", width=64, height=48)
         for index in range(3):
