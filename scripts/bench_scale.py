@@ -137,15 +137,10 @@ def time_train(world_size: int, global_batch: int, iters: int, gt_size: int, thr
 def environment() -> dict:
     from esr.bench import machine_info
 
-    info = machine_info()
-    try:
-        import ray
+    from esr.capabilities import cpu_flags
 
-        info["versions"]["ray"] = ray.__version__
-    except ImportError:
-        info["versions"]["ray"] = None
-    flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[-1].split("\n", 1)[0] if Path("/proc/cpuinfo").exists() else ""
-    info["cpu_flags_of_note"] = [f for f in ("avx2", "avx512f", "avx512_vnni", "amx_bf16", "amx_int8") if f in flags.split()]
+    info = machine_info()  # its versions include Ray's (None when not installed)
+    info["cpu_flags_of_note"] = [f for f in ("avx2", "avx512f", "avx512_vnni", "amx_bf16", "amx_int8") if f in cpu_flags()]
     return info
 
 

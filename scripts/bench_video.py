@@ -174,18 +174,12 @@ def run_worker(*args: str) -> dict:
 
 
 def cpu_description() -> dict:
-    model, flags = platform.processor(), []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                found = set(line.split(":", 1)[1].split())
-                flags = sorted(f for f in found if f.startswith(("avx512", "amx", "avx2", "avx_vnni")))
-                break
-    except OSError:
-        pass
-    return {"cpu": model, "cpu_flags": flags, "cpus": os.cpu_count()}
+    """CPU model, its SIMD/matrix flags of note (AVX2, AVX-512, AMX, VNNI) and logical cores."""
+    from esr.bench import cpu_model
+    from esr.capabilities import cpu_flags
+
+    notable = sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx", "avx2", "avx_vnni")))
+    return {"cpu": cpu_model(), "cpu_flags": notable, "cpus": os.cpu_count()}
 
 
 def environment() -> dict:
