@@ -301,16 +301,22 @@ class Counts:
         return {"upscaled": self.done, "skipped": self.skipped, "busy": self.busy, "failed": self.failed}
 
 
-def json_summary(counts: Counts, options: BatchOptions, upscaler: Upscaler | None) -> dict:
-    """``esr upscale --json``'s object: the counts, OUTDIR, and what ran (None under ``--ray``: each actor chose)."""
-    from esr.zoo import DEFAULT_MODEL
-
-    backend = getattr(upscaler, "backend", None)
+def describe_backend(backend: object) -> dict:
+    """What runs, as ``esr upscale --json`` reports it: ``{"backend", "precision", "device", "auto"}`` (``auto``:
+    the decision line of ``--backend auto``, else None)."""
     decision = getattr(backend, "decision", None)
-    return {**counts.to_json(), "outdir": str(options.outdir), "model": str(options.model or DEFAULT_MODEL),
-            "backend": None if backend is None else getattr(backend, "label", backend.name),
+    return {"backend": getattr(backend, "label", getattr(backend, "name", None)),
             "precision": getattr(backend, "precision", None), "device": getattr(backend, "device", None),
             "auto": None if decision is None else decision.line()}
+
+
+def json_summary(counts: Counts, options: BatchOptions, ran: dict | None) -> dict:
+    """``esr upscale --json``'s object: the counts, OUTDIR, the model and what ran (:func:`describe_backend`;
+    None values when nothing was loaded)."""
+    from esr.zoo import DEFAULT_MODEL
+
+    return {**counts.to_json(), "outdir": str(options.outdir), "model": str(options.model or DEFAULT_MODEL),
+            **(ran or describe_backend(None))}
 
 
 def _written(path: Path) -> bool:
@@ -542,17 +548,21 @@ def run_batch(options: BatchOptions, log: Callable[[str], None] | None = None) -
     with warnings.catch_warnings():
         warnings.simplefilter("ignore" if options.quiet else "default")
         warnings.showwarning = lambda message, *_, **__: say(f"warning: {message}")
-        upscaler = None
+        tile_hw = timing_tile_hw(plan.todo, options)
         if options.ray is None:  # the model is loaded here also when all outputs exist: a bad --model is reported
-            upscaler = build_upscaler(options, timing_tile_hw(plan.todo, options))
+            upscaler = build_upscaler(options, tile_hw)
+            ran = describe_backend(upscaler.backend)
             execute = partial(run_local, upscaler=upscaler)
-        else:  # each Ray actor loads it
-            from esr.scale.ray_batch import run_on_ray as execute
+        else:  # the backend is chosen once for the whole cluster, then each Ray actor loads it
+            from esr.scale.ray_batch import run_on_ray
+
+            ran = {}
+            execute = partial(run_on_ray, tile_hw=tile_hw, ran=ran)
         counts = Counts(skipped=len(plan.skipped), failed=len(plan.errors))
         for line in plan.errors:
             say(error_line(line))
         try:
             execute(plan.todo, options=options, counts=counts, say=say)
         finally:
-            print(json.dumps(json_summary(counts, options, upscaler)) if options.json else counts.summary(), flush=True)
+            print(json.dumps(json_summary(counts, options, ran)) if options.json else counts.summary(), flush=True)
     return EXIT_FAILED if counts.failed else EXIT_OK

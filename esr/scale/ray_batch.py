@@ -1,5 +1,10 @@
 """``esr upscale --ray [ADDRESS]``: the planned files on a Ray cluster, one loaded model per actor.
 
+The backend is chosen once, as one process would choose it (:func:`resolve_backend`: ``--backend auto``
+measures, or reads its cache, with the process's own threads and timing tile), in the driver for CPU actors
+or in one Ray task on a GPU for GPU actors; every actor then runs that backend and precision, so actors
+never disagree with each other or with a single process over a measurement of their own.
+
 Ray Data reads the plan (one row per file: input, output, media kind), and ``map_batches`` sends rows to a pool
 of :class:`UpscaleActor` (``num_gpus=1`` each on a cluster with GPUs, else CPU actors sharing the
 cluster's CPUs as torch threads). Each actor runs :func:`esr.upscale_batch.upscale_file`, the same
@@ -93,6 +98,32 @@ class UpscaleActor:
         return status, [f"warning: {w.message}" for w in caught] + failure
 
 
+def resolve_backend(options: BatchOptions, tile_hw: tuple[int, int] | None) -> tuple[BatchOptions, dict]:
+    """``options`` with ``--backend``, ``--precision`` and ``--device`` made concrete, chosen exactly as one process
+    would (:func:`esr.upscale_batch.build_upscaler` with the batch's timing tile ``tile_hw``), and what was
+    chosen (:func:`esr.upscale_batch.describe_backend`). Loads the model: a bad ``--model`` raises EsrError."""
+    from esr.upscale_batch import build_upscaler, describe_backend
+
+    backend = build_upscaler(options, tile_hw).backend
+    runs = getattr(backend, "chosen", backend)  # auto's choice, or the backend itself
+    concrete = replace(options, backend=runs.name, precision=backend.precision, device=backend.device)
+    return concrete, describe_backend(backend)
+
+
+def resolve_on_cluster(ray: Any, options: BatchOptions, tile_hw: tuple[int, int] | None,
+                       resources: dict[str, float]) -> tuple[BatchOptions, dict]:
+    """:func:`resolve_backend` where the actors will run: here for CPU actors, in one Ray task holding an actor's
+    GPU share for GPU actors (the driver may have no GPU). An EsrError there is raised here as itself."""
+    if "num_gpus" not in resources:
+        return resolve_backend(options, tile_hw)
+    try:
+        return ray.get(ray.remote(resolve_backend).options(**resources).remote(options, tile_hw))
+    except ray.exceptions.RayTaskError as err:
+        if isinstance(getattr(err, "cause", None), EsrError):
+            raise err.cause from None
+        raise
+
+
 def actor_class(options: BatchOptions, threads: int) -> type[UpscaleActor]:
     """:class:`UpscaleActor` bound to ``options`` and ``threads`` (torch CPU threads per actor)."""
     return type("UpscaleActor", (UpscaleActor,), {"options": options, "threads": threads})
@@ -155,8 +186,12 @@ def actor_plan(ray: Any, options: BatchOptions) -> tuple[int, dict[str, float], 
     return actors, {"num_cpus": share}, share
 
 
-def run_on_ray(tasks: list[Task], options: BatchOptions, counts: Counts, say: Callable[[str], None]) -> None:
+def run_on_ray(tasks: list[Task], options: BatchOptions, counts: Counts, say: Callable[[str], None],
+               tile_hw: tuple[int, int] | None = None, ran: dict | None = None) -> None:
     """Upscale ``tasks`` on Ray actors; count each file done/skipped/failed and ``say`` each failure line.
+
+    ``tile_hw``: the timing tile ``--backend auto`` uses (:func:`esr.upscale_batch.timing_tile_hw` of the
+    batch); ``ran``: filled with what the actors run (:func:`esr.upscale_batch.describe_backend`).
 
     Progress: a tqdm bar of the files returned by the actors, as in one process (off with ``--quiet``).
     """
@@ -173,6 +208,9 @@ def run_on_ray(tasks: list[Task], options: BatchOptions, counts: Counts, say: Ca
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", module=r"ray(\.|$)")  # Ray's notes about its own settings
             actors, resources, threads = actor_plan(ray, options)
+            options, chosen = resolve_on_cluster(ray, options, tile_hw, resources)
+            if ran is not None:
+                ran.update(chosen)
             context = DataContext.get_current()
             context.enable_progress_bars = False  # Ray's bars draw through its log channel; esr's bar is below
             context.print_on_execution_start = False
