@@ -96,7 +96,7 @@ def optional_versions() -> dict[str, str | None]:
     from importlib import metadata
 
     versions = {}
-    for name in ("openvino", "tensorrt", "spandrel", "av", "ray", "basicsr"):
+    for name in ("openvino", "tensorrt", "spandrel", "av", "ray", "basicsr", "isal", "opencv-python"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

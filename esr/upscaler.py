@@ -207,7 +207,7 @@ class Upscaler:
                 if not math.isfinite(float(out.sum())):  # a NaN/Inf anywhere reaches the sum; 10x cheaper than isfinite()
                     raise FloatingPointError("model output has NaN/Inf")
                 weight = row_w[r][:, None] * col_w[c][None, :]
-                buffer[:, :, x0 * s:x1 * s] += out * weight
+                buffer[:, :, x0 * s:x1 * s].addcmul_(out, weight)  # in place: no weighted copy of the tile
                 if progress is not None:
                     progress(1.0 / (len(rows) * len(cols)))
         yield top, buffer[:, :height * s - top].clamp_(0, 1)
@@ -225,7 +225,7 @@ class Upscaler:
             src = torch.from_numpy(pixels).permute(2, 0, 1)
         for top, band in self.bands(src, max_value, tile, progress):
             rows = band.mul(max_value).round_() if integer else band
-            out[top:top + rows.shape[1]] = rows.permute(1, 2, 0).numpy().astype(pixels.dtype)
+            torch.from_numpy(out[top:top + rows.shape[1]]).copy_(rows.permute(1, 2, 0))  # one cast-and-copy pass
         return out
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
