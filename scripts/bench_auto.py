@@ -3,12 +3,15 @@
 1. ``upscale``: ``esr upscale`` with default options (``--backend auto``, the default model unless
    ``--model`` names one) on the 14 Set14 HR images as inputs (x4 outputs of about 2000 px a side),
    against ``--backend onnxruntime --precision fp32``.
-   Each run gets a fresh output folder; images/s counts from the first output to the last (output
+   The cached auto run and the onnxruntime fp32 run take ``--repeats`` turns (the run with the median
+   images/s is recorded, with every run's images/s). Each run gets a fresh output folder; images/s counts from the first output to the last (output
    files are renamed into place when complete, so their mtimes are completion times), so start-up
    and the one-time auto measurement are reported apart: ``first_output_s`` is the time from the
    command's start to the first output, ``auto_measure_s`` what auto printed it spent measuring.
    Auto runs twice: with an empty esr cache (it measures; ``auto_announced_s`` is when it said so)
-   and again (cached decision).
+   and again (cached decision). ``upscale_ceiling``: the same images pre-decoded through both Upscalers in
+   this process, no file IO: the time inside the model calls and the whole upscale per image, so the
+   end-to-end ratio can be read against what the model calls alone allow.
 2. ``upscale_lr``: the same on Set14's x4 LR images, plus torch fp32 (whole runs: start-up dominates).
    ``quickstart``: the README's first command, ``esr upscale`` of Set5's x4 LR images with an empty
    cache and again cached: what a newcomer's first run costs.
@@ -19,7 +22,7 @@
 
 All figures land in one JSON under ``--out`` with the machine. Needs ``$ESR_SHARED`` (Set5, Set14, T91).
 
-Usage: python scripts/bench_auto.py [--model NAME] [--threads 2] [--int8] [--out results/bench_auto]
+Usage: python scripts/bench_auto.py [--model NAME] [--threads 2] [--repeats 3] [--int8] [--out results/bench_auto]
 """
 from __future__ import annotations
 
@@ -85,10 +88,70 @@ def upscale_run(inputs: Path, options: list[str], env: dict[str, str], work: Pat
     return record
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median images/s after the first (the lower middle of an even count), with every
+    run's images/s in ``images_per_s_runs``."""
+    ordered = sorted(runs, key=lambda run: run.get("images_per_s_after_first", 0.0))
+    return {**ordered[(len(ordered) - 1) // 2], "images_per_s_runs": [run.get("images_per_s_after_first") for run in runs]}
+
+
+def ceiling(folder: Path, model: str | None, threads: int, cache: Path, passes: int = 3) -> dict:
+    """The end-to-end ratio's ceiling, in this process and without file IO: ``folder``'s images pre-decoded,
+    run through the :class:`esr.upscaler.Upscaler` of auto (its decision cached in ``cache``) and of
+    onnxruntime fp32, ``passes`` interleaved passes; per image, the median pass's whole upscale and the time
+    spent inside the model calls (the rest is tiling, blending and quantising)."""
+    import cv2
+    import numpy as np
+    import torch
+
+    from esr.upscale_batch import BatchOptions, build_upscaler, describe_backend
+
+    os.environ["ESR_CACHE_DIR"] = str(cache)
+    torch.set_num_threads(threads)
+    images = [np.ascontiguousarray(cv2.imread(str(p))[..., ::-1]) for p in sorted(folder.glob("*.png"))]
+    runs = {}
+    for label, backend, precision in (("auto", "auto", "auto"), ("onnxruntime_fp32", "onnxruntime", "fp32")):
+        upscaler = build_upscaler(BatchOptions(inputs=[], outdir=".", model=model, backend=backend,
+                                               precision=precision, threads=threads, quiet=True))
+        inner, spent = upscaler._run, [0.0]
+
+        def timed(x, inner=inner, spent=spent):
+            start = time.perf_counter()
+            y = inner(x)
+            spent[0] += time.perf_counter() - start
+            return y
+
+        upscaler._run = timed
+        upscaler.upscale_array(images[0])  # warm-up
+        runs[label] = {"upscaler": upscaler, "spent": spent, "passes": [], "backend": describe_backend(upscaler.backend)}
+    for _ in range(passes):
+        for run in runs.values():
+            run["spent"][0] = 0.0
+            start = time.perf_counter()
+            for image in images:
+                run["upscaler"].upscale_array(image)
+            run["passes"].append((time.perf_counter() - start, run["spent"][0]))
+    record = {}
+    for label, run in runs.items():
+        whole, model_s = sorted(run["passes"])[len(run["passes"]) // 2]
+        record[label] = {"backend": run["backend"], "upscale_ms_per_image": whole * 1e3 / len(images),
+                         "model_ms_per_image": model_s * 1e3 / len(images)}
+    reference, auto = record["onnxruntime_fp32"], record["auto"]
+    record["images"], record["passes"] = len(images), passes
+    record["upscale_ratio"] = reference["upscale_ms_per_image"] / auto["upscale_ms_per_image"]
+    record["model_ratio"] = reference["model_ms_per_image"] / auto["model_ms_per_image"]
+    print(f"ceiling (no file IO): model calls {record['model_ratio']:.2f}x, whole upscale {record['upscale_ratio']:.2f}x "
+          f"({auto['model_ms_per_image']:.0f}/{auto['upscale_ms_per_image']:.0f} ms vs "
+          f"{reference['model_ms_per_image']:.0f}/{reference['upscale_ms_per_image']:.0f} ms per image)", flush=True)
+    return record
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="zoo name (default: esr's default model, not passed)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of the cached auto and the onnxruntime fp32 upscale on Set14 HR, interleaved (median)")
     parser.add_argument("--int8", action="store_true", help="also run the INT8 part (esr quantize, a few minutes)")
     parser.add_argument("--out", default="results/bench_auto")
     args = parser.parse_args(argv)
@@ -111,9 +174,12 @@ def main(argv: list[str] | None = None) -> int:
         for key, inputs in (("upscale", data / "Set14" / "HR"), ("upscale_lr", data / "Set14" / "LR_bicubic" / "X4")):
             print(f"{key}: {inputs}")
             env_cold = {**env, "ESR_CACHE_DIR": str(work / f"cache-{key}")}
-            runs = {"auto_cold": upscale_run(inputs, model, env_cold, work, f"{key}-auto-cold"),
-                    "auto_cached": upscale_run(inputs, model, env_cold, work, f"{key}-auto-cached"),
-                    "onnxruntime_fp32": upscale_run(inputs, model + reference, env, work, f"{key}-ort")}
+            runs = {"auto_cold": upscale_run(inputs, model, env_cold, work, f"{key}-auto-cold")}
+            repeated: dict[str, list[dict]] = {"auto_cached": [], "onnxruntime_fp32": []}
+            for index in range(args.repeats if key == "upscale" else 1):  # interleaved: load changes hit both alike
+                repeated["auto_cached"].append(upscale_run(inputs, model, env_cold, work, f"{key}-auto-cached-{index}"))
+                repeated["onnxruntime_fp32"].append(upscale_run(inputs, model + reference, env, work, f"{key}-ort-{index}"))
+            runs.update({label: median_run(found) for label, found in repeated.items()})
             if key == "upscale_lr":  # the issue's start-up comparison: torch vs onnxruntime on small images
                 runs["torch_fp32"] = upscale_run(inputs, model + ["--backend", "torch", "--precision", "fp32"], env,
                                                  work, f"{key}-torch")
@@ -122,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                 if base and run.get("images_per_s_after_first"):
                     run["speedup_vs_onnxruntime_fp32"] = run["images_per_s_after_first"] / base
             record[key] = runs
+        record["upscale_ceiling"] = ceiling(data / "Set14" / "HR", args.model, args.threads, work / "cache-upscale")
         quick = data / "Set5" / "LR_bicubic" / "X4"
         print(f"quickstart: {quick}")
         env_quick = {**env, "ESR_CACHE_DIR": str(work / "cache-quickstart")}

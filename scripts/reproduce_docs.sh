@@ -32,6 +32,8 @@ fi
 if has upscale; then
   step "esr upscale end to end, Set14 and a 4000x3000 photo"
   python scripts/bench_upscale.py --repeats 5 --out $R/bench_upscale.json
+  step "PNG writing: esr's writer vs OpenCV's on Set14 x4 outputs"
+  python scripts/bench_png.py --repeats 5 --out $R/bench_png.json
 fi
 if has video; then
   step "video: 10 s 320x180 pipeline vs --jobs 0; 60 s 640x360 peak RSS"

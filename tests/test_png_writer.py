@@ -44,10 +44,10 @@ def test_every_colour_type_and_depth_decodes_to_the_same_pixels(channels, dtype)
             np.testing.assert_array_equal(np.asarray(image).reshape(source.shape), source)
 
 
-def test_icc_profile_and_several_idat_chunks(monkeypatch):
+def test_icc_profile_and_blocks_of_rows_in_several_idat_chunks(monkeypatch):
     icc = bytes(range(256)) * 3
-    monkeypatch.setattr(image_encode, "IDAT_BYTES", 1000)
-    source = pixels(3, np.uint8, 64, 80)
+    monkeypatch.setattr(image_encode, "PNG_BLOCK_ROWS", 7)
+    source = pixels(3, np.uint8, 600, 400).cumsum(axis=0, dtype=np.uint8)  # rows that depend on the row above
     data = png_bytes(source, icc)
     assert data.count(b"IDAT") > 2 and data.index(b"iCCP") < data.index(b"IDAT")
     with PILImage.open(io.BytesIO(data)) as image:
