@@ -149,7 +149,7 @@ def main() -> int:
               "protocol": f"onnxruntime CPU, esr.backends.sessions.ort_session with {threads} threads, "
                           f"warmup {args.warmup}, median of {args.runs}",
               "calibration": hw.calibration, "efficiency": hw.efficiency, "kernel_overhead_s": hw.kernel_overhead_s,
-              "byte_overhead": hw.byte_overhead, "peaks": {"fp32_flops": hw.peak_flops["fp32"],
+              "byte_overhead": hw.byte_overhead, "channel_block": hw.channel_block, "peaks": {"fp32_flops": hw.peak_flops["fp32"],
                                                           "bandwidth": hw.memory_bandwidth, **hw.measured},
               "rows": rows, "worst_abs_error": worst, "tolerance": TOLERANCE, "within_tolerance": worst <= TOLERANCE,
               "per_layer_rlfn_x4_256": layers}

@@ -9,10 +9,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from esr.analyze.calibrate import Measurement, fit_profile, match_kernels, spearman
+from esr.analyze.calibrate import Measurement, fit_profile, match_kernels, profile_kernels, spearman
 from esr.analyze.graph import Layer, analyze_graph
-from esr.analyze.hardware import HardwareProfile, datasheet_profiles, get_profile
-from esr.analyze.roofline import predict, roofline_time, totals
+from esr.analyze.hardware import HardwareProfile, cpu_channel_block, datasheet_profiles, get_profile
+from esr.analyze.roofline import computed_flops, predict, roofline_time, totals
 from esr.archs.presets import build_model
 from esr.bench import Timing
 from esr.cli import main
@@ -225,3 +225,59 @@ def test_roofline_plot_stacks_identical_layers_and_keeps_classes_apart():
     assert one["Mul"] == other["Mul"] and one["Resize"] == other["Resize"]
     assert len(set(other.values())) == 4
     assert "UNCALIBRATED" in profile_kind(hw) and not hw.calibrated
+
+
+def test_channel_block_counts_dense_conv_channels_rounded_up():
+    """52 -> 52 channels cost as 64 -> 64 in blocks of 16 (and 56 -> 56 in blocks of 8); 48 stays 48;
+    a block of 1, and layers that are not dense convolutions, keep their FLOPs."""
+    conv52 = analyze_graph(conv_graph(52, 52, activation=None))[0]
+    conv48 = analyze_graph(conv_graph(48, 48, activation=None))[0]
+    assert conv52.conv_channels == (52, 52) and conv48.conv_channels == (48, 48)
+    assert computed_flops(conv52, 16) == pytest.approx(conv52.flops * (64 / 52) ** 2)
+    assert computed_flops(conv52, 8) == pytest.approx(conv52.flops * (56 / 52) ** 2)
+    assert computed_flops(conv48, 16) == computed_flops(conv48, 1) == conv48.flops
+    add = _layer(1e6, 1e6, key="Add")
+    assert computed_flops(add, 16) == add.flops
+    hw = _profile()
+    blocked = HardwareProfile(**{**hw.to_json(), "channel_block": 16})
+    assert (predict([conv52], blocked)[0].roofline_s
+            == pytest.approx(predict([conv52], hw)[0].roofline_s * (64 / 52) ** 2))
+    assert predict([conv48], blocked)[0].roofline_s == predict([conv48], hw)[0].roofline_s
+
+
+def test_cpu_channel_block_from_flags():
+    assert cpu_channel_block(frozenset({"avx2", "avx512f", "fma"})) == 16
+    assert cpu_channel_block(frozenset({"avx", "avx2"})) == 8
+    assert cpu_channel_block(frozenset({"neon"})) == 1
+
+
+def gelu_graph(channels: int = 6, size: int = 5) -> onnx.ModelProto:
+    """x -> the exact GELU as torch exports it: x * (erf(x / sqrt 2) + 1) * 0.5."""
+    consts = [numpy_helper.from_array(np.array(value, np.float32), name)
+              for name, value in (("sqrt2", math.sqrt(2)), ("one", 1.0), ("half", 0.5))]
+    nodes = [helper.make_node("Div", ["x", "sqrt2"], ["d"], name="/ffn/Div_1"),
+             helper.make_node("Erf", ["d"], ["e"], name="/ffn/Erf"),
+             helper.make_node("Add", ["e", "one"], ["p"], name="/ffn/Add_1"),
+             helper.make_node("Mul", ["x", "p"], ["m"], name="/ffn/Mul_2"),
+             helper.make_node("Mul", ["m", "half"], ["y"], name="/ffn/Mul_3")]
+    graph = helper.make_graph(nodes, "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, size, size])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], consts)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_exported_gelu_is_one_layer_matched_to_onnxruntimes_gelu_kernel():
+    """onnxruntime fuses the five nodes into one kernel named ``Gelu`` (then ``Gelu_token_N``): one layer
+    whose measured time is that kernel's, as onnxruntime's own profile of the graph names it."""
+    model = gelu_graph()
+    layers = analyze_graph(model)
+    assert [(layer.op, layer.key) for layer in layers] == [("Gelu", "Gelu")] and len(layers[0].nodes) == 5
+    elements = 6 * 5 * 5
+    assert layers[0].flops == 8 * elements and layers[0].bytes == 4 * 2 * elements  # x in, y out
+    kernels = profile_kernels(model, (1, 6, 5, 5), runs=2, warmup=1, threads=1)
+    assert [op for op, _ in kernels.values()] == ["Gelu"]
+    measured, unmatched = match_kernels(layers, kernels)
+    assert measured[0] > 0 and unmatched == 0
+    broken = gelu_graph()
+    broken.graph.node[1].op_type = "Tanh"  # not a GELU any more: five layers
+    assert len(analyze_graph(broken)) == 5

@@ -17,6 +17,7 @@ import json
 import math
 import statistics
 import tempfile
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,19 +80,28 @@ def time_session(model: onnx.ModelProto, shape: tuple[int, ...], runs: int = 10,
     return time_runs(lambda: session.run(None, {name: x}), runs, warmup)
 
 
+ORT_FUSED_KERNELS = ("Gelu",)
+"""Layer ops (:mod:`esr.analyze.graph` fusions) whose onnxruntime kernels are named after the op, not a node."""
+
+
 def match_kernels(layers: list[Layer], kernels: dict[str, tuple[str, float]]) -> tuple[list[float], float]:
     """Per-layer measured seconds and the unmatched seconds.
 
-    A kernel is matched by node name, by the output tensor an NCHWc kernel is named after
+    A kernel is matched by node name; a kernel onnxruntime fused and named after its op
+    (:data:`ORT_FUSED_KERNELS`: ``Gelu``, ``Gelu_token_0``...) to the next layer of that op, in
+    execution order (``kernels`` is in first-run order); then by the output tensor an NCHWc kernel is named after
     (``<tensor>_nchwc``; a convolution fused with the Add after it is booked on the
     convolution), or by the longest layer name it starts with (ORT fusion names).
     """
     by_node = {node: i for i, layer in enumerate(layers) for node in layer.nodes if node}
     by_output = {out: i for i, layer in enumerate(layers) for out in layer.outputs}
+    fused_in_order = {op: deque(i for i, layer in enumerate(layers) if layer.op == op) for op in ORT_FUSED_KERNELS}
     measured = [0.0] * len(layers)
     unmatched = 0.0
     for kernel, (op, seconds) in kernels.items():
         index = by_node.get(kernel)
+        if index is None and fused_in_order.get(op):
+            index = fused_in_order[op].popleft()
         if index is None and kernel.endswith(NCHWC_SUFFIX):
             index = by_output.get(kernel[: -len(NCHWC_SUFFIX)])
             if index is not None and op == "Conv" and layers[index].anchor_op != "Conv":
@@ -156,7 +166,7 @@ def fit_profile(base: HardwareProfile, measurements: list[Measurement], precisio
         for layer, seconds in zip(m.layers, m.layer_s):
             seen.setdefault(layer.key, []).append(seconds > 0)
             if seconds > 0:
-                samples.append((layer.key, roofline_time(layer, peak, bandwidth)[0], seconds))
+                samples.append((layer.key, roofline_time(layer, peak, bandwidth, base.channel_block)[0], seconds))
     kept = {key: sum(flags) / len(flags) for key, flags in seen.items()}
     fits = [(o, _fit_efficiency(samples, o)) for o in OVERHEAD_GRID_S]
     overhead, efficiency = min(fits, key=lambda fit: _log_error(samples, fit[1], fit[0]))

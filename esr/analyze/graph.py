@@ -23,6 +23,10 @@ PRECISION_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 """Bytes per floating-point element at each precision."""
 
 FUSABLE_ACTIVATIONS = frozenset({"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "HardSigmoid"})
+GELU_CHAIN = ("Erf", "Add", "Mul", "Mul")
+"""The ops after ``Div(x, sqrt 2)`` in an exported exact GELU; onnxruntime runs the five as one ``Gelu`` kernel."""
+GELU_FLOPS_PER_ELEMENT = 8.0
+"""A divide, an erf (4), an add and two multiplies per output element."""
 NO_KERNEL_OPS = frozenset({"Constant", "Identity"})
 """Ops that produce no kernel at run time (folded or aliased)."""
 VIEW_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten"})
@@ -119,6 +123,7 @@ class Layer:
     weight_bytes: float
     anchor_op: str = ""
     inputs: list[str] = field(default_factory=list)
+    conv_channels: tuple[int, int] | None = None  # (input channels per group, output channels) of a dense Conv
 
     @property
     def intensity(self) -> float:
@@ -134,6 +139,29 @@ def op_key(node: onnx.NodeProto, ins: list) -> str:
         prefix = "DWConv" if groups > 1 and groups == ins[0][1] else node.op_type
         return f"{prefix}{kh}x{kw}"
     return node.op_type
+
+
+def gelu_chain(node: onnx.NodeProto, consumers: dict[str, list[onnx.NodeProto]],
+               graph_outputs: set[str]) -> list[onnx.NodeProto] | None:
+    """The :data:`GELU_CHAIN` nodes that follow ``node`` (a ``Div``), each the only reader of the one before;
+    else None."""
+    if node.op_type != "Div":
+        return None
+    chain, current = [], node
+    for op_type in GELU_CHAIN:
+        readers = consumers.get(current.output[0], [])
+        if current.output[0] in graph_outputs or len(readers) != 1 or readers[0].op_type != op_type:
+            return None
+        current = readers[0]
+        chain.append(current)
+    return chain
+
+
+def dense_conv_channels(node: onnx.NodeProto, ins: list) -> tuple[int, int] | None:
+    """``(input channels, output channels)`` of an ungrouped ``Conv``, else None."""
+    if node.op_type != "Conv" or len(ins) < 2 or not ins[1] or _attr(node, "group", 1) != 1:
+        return None
+    return int(ins[1][1]), int(ins[1][0])
 
 
 def _shapes_and_types(model: onnx.ModelProto) -> tuple[dict[str, list[int]], dict[str, int], set[str]]:
@@ -202,9 +230,16 @@ def analyze_graph(model: onnx.ModelProto, precision: str = "fp32") -> list[Layer
         flops = float(rule(node, ins, outs)) if rule else 0.0
         inputs = [name for name in node.input if name and _numel(shapes.get(name)) > 1]
         weight_bytes = sum(tensor_bytes(name) for name in inputs if name in constants)
-        members, op, outputs = [node.name], node.op_type, list(node.output)
+        members, op, outputs, key = [node.name], node.op_type, list(node.output), op_key(node, ins)
         follower = consumers.get(node.output[0], [])
-        if (node.op_type == "Conv" and len(follower) == 1 and follower[0].op_type in FUSABLE_ACTIVATIONS
+        gelu = gelu_chain(node, consumers, graph_outputs)
+        if gelu:
+            fused.update(member.name for member in gelu)
+            members += [member.name for member in gelu]
+            op = key = "Gelu"
+            outputs, inputs = list(gelu[-1].output), [node.input[0]]
+            flops = GELU_FLOPS_PER_ELEMENT * _numel(shape_of(outputs[0]))
+        elif (node.op_type == "Conv" and len(follower) == 1 and follower[0].op_type in FUSABLE_ACTIVATIONS
                 and node.output[0] not in graph_outputs):
             activation = follower[0]
             fused.add(activation.name)
@@ -216,8 +251,8 @@ def analyze_graph(model: onnx.ModelProto, precision: str = "fp32") -> list[Layer
         moved = 0.0 if node.op_type in VIEW_OPS else sum(tensor_bytes(n) for n in inputs) + sum(
             tensor_bytes(n) for n in outputs)
         layers.append(Layer(
-            name=node.name or outputs[0], op=op, key=op_key(node, ins), nodes=members, outputs=outputs,
+            name=node.name or outputs[0], op=op, key=key, nodes=members, outputs=outputs,
             output_shape=shape_of(outputs[0]), flops=flops, bytes=moved, weight_bytes=weight_bytes,
-            anchor_op=node.op_type, inputs=inputs,
+            anchor_op=node.op_type, inputs=inputs, conv_channels=dense_conv_channels(node, ins),
         ))
     return layers

@@ -24,7 +24,8 @@ class HardwareProfile:
     The model of one layer is ``kept[key] * (max(F / peak, B / bandwidth) / efficiency[key] +
     byte_overhead * B / bandwidth + kernel_overhead_s)``: a roofline, divided by a per-op-class
     efficiency, plus a runtime cost per byte (layout conversions the runtime inserts) and a fixed
-    cost per kernel, times the fraction of that op class the runtime does not fuse away.
+    cost per kernel, times the fraction of that op class the runtime does not fuse away. F counts a
+    dense convolution's channels rounded up to ``channel_block`` (:func:`esr.analyze.roofline.computed_flops`).
     Uncalibrated profiles have every efficiency and kept fraction 1 and no byte overhead: the
     pure roofline plus a kernel overhead.
     """
@@ -44,6 +45,7 @@ class HardwareProfile:
     kept_fraction: dict[str, float] = field(default_factory=dict)
     calibration: dict = field(default_factory=dict)
     measured: dict = field(default_factory=dict)
+    channel_block: int = 1  # dense convolutions compute channels in blocks of this many (F counts them padded)
 
     @property
     def calibrated(self) -> bool:
@@ -110,9 +112,22 @@ def measure_local_profile(threads: int) -> HardwareProfile:
     return HardwareProfile(
         name=LOCAL, description=machine_key(threads), kind="cpu",
         peak_flops={"fp32": measured["gemm_flops"]}, memory_bandwidth=measured["copy_bandwidth"],
-        kernel_overhead_s=0.0, measured=measured,
+        kernel_overhead_s=0.0, measured=measured, channel_block=cpu_channel_block(),
         source="measured on this machine by esr.analyze.microbench (fp32 GEMM, 3x3 conv, memory copy)",
     )
+
+
+CHANNEL_BLOCKS = (("avx512f", 16), ("avx2", 8), ("avx", 8))
+"""CPU flag -> channels per block of onnxruntime's fp32 convolutions (MLAS's NCHWc layout; oneDNN's blocked
+layouts use the same sizes), first match wins; other CPUs: 1 (no padding counted)."""
+
+
+def cpu_channel_block(flags: frozenset[str] | None = None) -> int:
+    """The channel block of this CPU (or of ``flags``), from :data:`CHANNEL_BLOCKS`."""
+    from esr.capabilities import cpu_flags
+
+    flags = cpu_flags() if flags is None else flags
+    return next((block for flag, block in CHANNEL_BLOCKS if flag in flags), 1)
 
 
 def local_profile(threads: int, refresh: bool = False) -> HardwareProfile:
@@ -123,7 +138,8 @@ def local_profile(threads: int, refresh: bool = False) -> HardwareProfile:
             profile = HardwareProfile(**json.loads(path.read_text()))
         except (ValueError, TypeError):
             profile = None  # unreadable cache: measure again
-        if profile is not None and profile.description == machine_key(threads):
+        if profile is not None and profile.description == machine_key(threads) and (
+                profile.channel_block == cpu_channel_block()):  # a profile cached before blocks were counted: again
             return profile
     profile = measure_local_profile(threads)
     save_local_profile(profile, path)
