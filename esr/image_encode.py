@@ -69,7 +69,8 @@ filtered copy of a 16000 px wide output is 12 MB, not the whole image."""
 
 def deflater(level: int = PNG_DEFLATE_LEVEL) -> Any:
     """A zlib-format compressor (``compress(data)``, ``flush()``): ISA-L's (the ``isal`` package, a
-    dependency) where its wheel installs, else the standard library's (same format, about 4x slower)."""
+    dependency on x86-64 and ARM64, where it ships wheels), else the standard library's (same format,
+    about 4x slower)."""
     try:
         from isal import isal_zlib
     except ImportError:
