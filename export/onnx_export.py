@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from esr.archs.padding import cropped_by_caller
+
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 MIN_DYNAMIC_SIZE = 8
@@ -51,7 +53,8 @@ class PadCrop(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[2], x.shape[3]  # 0-dim tensors while tracing: the pads stay symbolic
         padded = F.pad(x, [0, self.pad_amount(width), 0, self.pad_amount(height)], mode="reflect")
-        out = self.model(padded)
+        with cropped_by_caller():  # the crop below is the only one traced
+            out = self.model(padded)
         return out[:, :, : height * self.scale, : width * self.scale]
 
 

@@ -173,3 +173,35 @@ def test_tensorrt_engine_build_and_run(tmp_path) -> None:
         expected = model(x)
     assert (runner(x.cuda()).cpu() - expected).abs().max() <= 1e-3
     assert np.abs(runner.run_host(x.numpy()) - expected.numpy()).max() <= 1e-3
+
+
+def test_arch_crop_is_left_to_the_deploy_wrapper_and_small_inputs_stay_exact(tmp_path, monkeypatch) -> None:
+    """Under the deploy wrapper the arch's own crop is not traced (a top-left crop of a top-left crop is the
+    smaller one): RLFN-S's dynamic graph holds two Slice ops fewer than when the arch crops too, and still
+    equals torch, also below ESA's 15 px minimum, where the wrapper pads the input."""
+    import contextlib
+
+    from esr.archs.padding import crop_to, cropped_by_caller
+    from esr.backends.sessions import ort_session
+    from esr.export import onnx_export
+    from esr.loading import open_model
+
+    y = torch.rand(1, 3, 12, 10)
+    with cropped_by_caller():
+        assert crop_to(y, 4, 4) is y
+    assert crop_to(y, 4, 5).shape == (1, 3, 4, 5)  # the flag is reset after the block
+    model = open_model("rlfn_s_x4").module
+
+    def slices(path: Path) -> int:
+        run_export(model, path, plugins.default_recipe(model), (1, 3, 32, 32), True)
+        return sum(node.op_type == "Slice" for node in onnx.load(str(path)).graph.node)
+
+    fewer = slices(tmp_path / "r.onnx")
+    monkeypatch.setattr(onnx_export, "cropped_by_caller", contextlib.nullcontext)
+    assert slices(tmp_path / "both_crop.onnx") == fewer + 2
+    session = ort_session(tmp_path / "r.onnx", threads=1)
+    for shape in [(1, 3, 9, 13), (1, 3, 40, 23)]:
+        x = torch.rand(shape)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        assert np.abs(session.run(None, {"input": x.numpy()})[0] - expected).max() <= PARITY_TOL
