@@ -1,6 +1,8 @@
 """ONNX export: parity with PyTorch (static/dynamic, odd sizes), graph form, TensorRT paths, esr export CLI."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -49,12 +51,17 @@ def test_onnx_parity_on_real_images(shared, set5_lr, tmp_path, arch: str, dynami
 
 
 def test_dynamic_graph_runs_odd_and_batched_shapes(tmp_path) -> None:
-    from esr.backends.sessions import ort_session
-
     model = image_range_model("ditn_real")
     run_export(model, tmp_path / "d.onnx", plugins.default_recipe(model), (1, 3, 64, 64), True)
-    session = ort_session(tmp_path / "d.onnx", threads=1)
-    for shape in [(2, 3, 17, 9), (1, 3, 8, 31)]:
+    assert_graph_matches_torch(tmp_path / "d.onnx", model, [(2, 3, 17, 9), (1, 3, 8, 31)])
+
+
+def assert_graph_matches_torch(path: Path, model: torch.nn.Module, shapes: list[tuple[int, int, int, int]]) -> None:
+    """The ONNX graph at ``path`` on onnxruntime equals ``model`` within PARITY_TOL on random inputs of ``shapes``."""
+    from esr.backends.sessions import ort_session
+
+    session = ort_session(path, threads=1)
+    for shape in shapes:
         x = torch.rand(shape)
         with torch.no_grad():
             expected = model(x).numpy()
@@ -182,7 +189,6 @@ def test_arch_crop_is_left_to_the_deploy_wrapper_and_small_inputs_stay_exact(tmp
     import contextlib
 
     from esr.archs.padding import crop_to, cropped_by_caller
-    from esr.backends.sessions import ort_session
     from esr.export import onnx_export
     from esr.loading import open_model
 
@@ -199,9 +205,4 @@ def test_arch_crop_is_left_to_the_deploy_wrapper_and_small_inputs_stay_exact(tmp
     fewer = slices(tmp_path / "r.onnx")
     monkeypatch.setattr(onnx_export, "cropped_by_caller", contextlib.nullcontext)
     assert slices(tmp_path / "both_crop.onnx") == fewer + 2
-    session = ort_session(tmp_path / "r.onnx", threads=1)
-    for shape in [(1, 3, 9, 13), (1, 3, 40, 23)]:
-        x = torch.rand(shape)
-        with torch.no_grad():
-            expected = model(x).numpy()
-        assert np.abs(session.run(None, {"input": x.numpy()})[0] - expected).max() <= PARITY_TOL
+    assert_graph_matches_torch(tmp_path / "r.onnx", model, [(1, 3, 9, 13), (1, 3, 40, 23)])
