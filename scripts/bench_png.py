@@ -68,7 +68,7 @@ def main() -> None:
                 start = time.perf_counter()
                 data = encode(rgb)
                 times[encoder][name].append((time.perf_counter() - start) * 1000)
-                if encoder not in sizes or name not in sizes[encoder]:
+                if name not in sizes[encoder]:  # first encode of this image: check it and keep its size
                     decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)[..., ::-1]
                     assert np.array_equal(decoded, rgb), f"{encoder} {name}: pixels differ"
                     sizes[encoder][name] = len(data)

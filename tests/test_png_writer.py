@@ -26,8 +26,7 @@ def opencv_decoded(data: bytes) -> np.ndarray:
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if array.ndim == 2:
         return array[..., None]
-    rgb = array[..., [2, 1, 0, *range(3, array.shape[2])]]
-    return rgb
+    return array[..., [2, 1, 0, *range(3, array.shape[2])]]
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
