@@ -83,6 +83,12 @@ class Header:
 _PILLOW_GUARD = threading.Lock()
 
 
+def may_hold_exif(data: bytes) -> bool:
+    """False for a PNG without an ``eXIf`` chunk: Pillow's ``getexif`` would decode all its pixels to look for
+    one after them (5 ms for a 500x480 PNG); other formats keep EXIF in their header."""
+    return data[:8] != PNG_SIGNATURE or b"eXIf" in data
+
+
 def _open_header(data: bytes, path: Path, max_pixels: int) -> Header:
     from PIL import Image as PILImage
 
@@ -90,7 +96,7 @@ def _open_header(data: bytes, path: Path, max_pixels: int) -> Header:
         warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
         with PILImage.open(io.BytesIO(data)) as handle:
             check_pixels(path, handle.size, max_pixels)  # before getexif, which may decode a PNG
-            orientation = handle.getexif().get(EXIF_ORIENTATION, 1)
+            orientation = handle.getexif().get(EXIF_ORIENTATION, 1) if may_hold_exif(data) else 1
             gray_alpha_png = data[:8] == PNG_SIGNATURE and data[25:26] == b"\x04"  # Pillow says "RGBA" at 16 bits
             mode = "LA" if gray_alpha_png else handle.mode
             return Header(mode, handle.size, orientation if orientation in range(1, 9) else 1,

@@ -93,6 +93,47 @@ def test_exif_orientation_applied(tmp_path, orientation):
     assert np.abs(image.color.astype(int) - upright).max() <= 2
 
 
+def png_chunks(data: bytes) -> list[bytes]:
+    """The chunks of a PNG, each with its length, type, data and CRC."""
+    chunks, at = [], 8
+    while at < len(data):
+        end = at + 12 + int.from_bytes(data[at:at + 4], "big")
+        chunks.append(data[at:end])
+        at = end
+    return chunks
+
+
+@pytest.mark.parametrize("place", ["before pixels", "after pixels"])
+def test_png_exif_orientation_applied_wherever_the_chunk_is(tmp_path, place):
+    pixels = rgb8(24, 40)
+    pil = PILImage.fromarray(pixels)
+    exif = pil.getexif()
+    exif[0x0112] = 6
+    pil.save(tmp_path / "o.png", exif=exif)
+    data = (tmp_path / "o.png").read_bytes()
+    chunks = png_chunks(data)
+    assert any(chunk[4:8] == b"eXIf" for chunk in chunks)
+    if place == "after pixels":  # allowed by the PNG spec; Pillow finds it only by decoding the pixels first
+        exif_chunk = next(chunk for chunk in chunks if chunk[4:8] == b"eXIf")
+        chunks = [chunk for chunk in chunks if chunk is not exif_chunk]
+        chunks.insert(len(chunks) - 1, exif_chunk)
+        (tmp_path / "o.png").write_bytes(data[:8] + b"".join(chunks))
+    image = read_image(tmp_path / "o.png")
+    assert image.color.shape == (40, 24, 3)
+    assert np.array_equal(image.color, np.rot90(pixels, -1))
+
+
+def test_png_without_exif_is_decoded_once(tmp_path, monkeypatch):
+    pixels = rgb8(24, 40)
+    PILImage.fromarray(pixels).save(tmp_path / "p.png")
+
+    def no_exif_lookup(self):
+        raise AssertionError("getexif decodes a PNG's pixels to look for EXIF after them")
+
+    monkeypatch.setattr(PILImage.Image, "getexif", no_exif_lookup)
+    assert np.array_equal(read_image(tmp_path / "p.png").color, pixels)
+
+
 def bad_files(tmp_path: Path) -> dict[str, Path]:
     PILImage.fromarray(rgb8(64, 64)).save(tmp_path / "good.png")
     PILImage.fromarray(rgb8(64, 64)).save(tmp_path / "good.jpg")
