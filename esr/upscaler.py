@@ -6,8 +6,10 @@ overlapping tiles of ``ceil(L / n) + 2 * tile_pad`` pixels (all the same size, a
 ``tile + 2 * tile_pad``, evenly spread so that neighbours overlap by at least ``2 * tile_pad``). Each tile's output is weighted by a
 separable window that ramps up as sin^2 over ``tile_pad * scale`` output pixels on the
 sides that have a neighbour, normalised so that the weights sum to one everywhere, and
-accumulated one row of tiles at a time: finished output rows are quantised straight
-into the result, so float memory is one row of tiles, never the whole output.
+accumulated one row of tiles at a time (the window is one in a tile's interior, so only the
+overlaps are multiplied): finished output rows are quantised straight into the result, so
+float memory is one row of tiles, never the whole output. An image in one pass is quantised
+straight from the model's output.
 
 Automatic tile size (``tile=0``): an image runs in one pass when
 ``H * W * BYTES_PER_INPUT_PIXEL <= memory_budget``; otherwise the tile side is
@@ -92,6 +94,27 @@ def axis_weights(spans: list[tuple[int, int]], scale: int, pad: int) -> list[tor
         total[start * scale:end * scale] += weight
         raw.append(weight)
     return [(w / total[s * scale:e * scale]).float() for w, (s, e) in zip(raw, spans)]
+
+
+def ones_span(weights: torch.Tensor) -> tuple[int, int]:
+    """[first, last) of the run of weights that are exactly one in 1-D ``weights`` (a tile's interior), (0, 0) if none."""
+    ones = (weights == 1).nonzero()
+    if not len(ones):
+        return 0, 0
+    first, last = int(ones[0]), int(ones[-1]) + 1
+    return (first, last) if bool((weights[first:last] == 1).all()) else (0, 0)
+
+
+def add_weighted_(target: torch.Tensor, out: torch.Tensor, row_w: torch.Tensor, col_w: torch.Tensor) -> None:
+    """``target += out * row_w[:, None] * col_w[None, :]`` for (C, h, w) tensors, multiplying only where a weight
+    is not one: the interior is added as it is, the four edge strips weighted (``out`` is not modified)."""
+    (r0, r1), (c0, c1) = ones_span(row_w), ones_span(col_w)
+    height, width = out.shape[1:]
+    target[:, r0:r1, c0:c1].add_(out[:, r0:r1, c0:c1])
+    for rows, cols in (((0, r0), (0, width)), ((r1, height), (0, width)), ((r0, r1), (0, c0)), ((r0, r1), (c1, width))):
+        if rows[1] > rows[0] and cols[1] > cols[0]:
+            region = (slice(None), slice(*rows), slice(*cols))
+            target[region].addcmul_(out[region], row_w[slice(*rows), None] * col_w[None, slice(*cols)])
 
 
 OUTPUT_COPIES = 3
@@ -185,11 +208,16 @@ class Upscaler:
         """Blend tiles of ``src`` (C, H, W), any dtype scaled by ``max_value`` to [0, 1].
 
         Yields ``(first_row, band)``: finished output rows as (C, rows, W*s) float in [0, 1]
-        (a view, valid until the next item), top to bottom, covering H*s rows.
+        (the caller may modify it; valid until the next item), top to bottom, covering H*s rows.
         """
         channels, height, width = src.shape
         s, pad = self.scale, self.tile_pad if tile > 0 else 0
         rows, cols = axis_spans(height, tile, pad), axis_spans(width, tile, pad)
+        if len(rows) == len(cols) == 1:  # one pass: the output is the band, no blending buffer
+            yield 0, self._tile(src[None], max_value).clamp(0, 1)  # a new tensor: a backend's may be an inference tensor
+            if progress is not None:
+                progress(1.0)
+            return
         row_w, col_w = axis_weights(rows, s, pad), axis_weights(cols, s, pad)
         strip = (rows[0][1] - rows[0][0]) * s
         buffer = torch.zeros(channels, strip, width * s)
@@ -202,15 +230,19 @@ class Upscaler:
                 buffer[:, keep:] = 0
                 top = y0 * s
             for c, (x0, x1) in enumerate(cols):
-                tile_in = src[None, :, y0:y1, x0:x1].float() / max_value
-                out = self._run(tile_in)[0]
-                if not math.isfinite(float(out.sum())):  # a NaN/Inf anywhere reaches the sum; 10x cheaper than isfinite()
-                    raise FloatingPointError("model output has NaN/Inf")
-                weight = row_w[r][:, None] * col_w[c][None, :]
-                buffer[:, :, x0 * s:x1 * s].addcmul_(out, weight)  # in place: no weighted copy of the tile
+                out = self._tile(src[None, :, y0:y1, x0:x1], max_value)
+                add_weighted_(buffer[:, :, x0 * s:x1 * s], out, row_w[r], col_w[c])
                 if progress is not None:
                     progress(1.0 / (len(rows) * len(cols)))
         yield top, buffer[:, :height * s - top].clamp_(0, 1)
+
+    def _tile(self, tile_in: torch.Tensor, max_value: float) -> torch.Tensor:
+        """(1, C, h, w) input of any dtype scaled by ``max_value`` -> (C, h*s, w*s) float model output (read only:
+        it may be an inference tensor); FloatingPointError if it holds a NaN/Inf."""
+        out = self._run(tile_in.float() / max_value)[0]
+        if not math.isfinite(float(out.sum())):  # a NaN/Inf anywhere reaches the sum; 10x cheaper than isfinite()
+            raise FloatingPointError("model output has NaN/Inf")
+        return out
 
     def upscale_tensor(self, x: torch.Tensor, progress: Progress | None = None) -> torch.Tensor:
         """(1, C, H, W) float in [0, 1] (C = 1, 3 or 4) -> (1, C, H*s, W*s) float clamped to [0, 1]; no outscale."""
@@ -224,7 +256,7 @@ class Upscaler:
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             src = torch.from_numpy(pixels).permute(2, 0, 1)
         for top, band in self.bands(src, max_value, tile, progress):
-            rows = band.mul(max_value).round_() if integer else band
+            rows = band.mul_(max_value).round_() if integer else band
             torch.from_numpy(out[top:top + rows.shape[1]]).copy_(rows.permute(1, 2, 0))  # one cast-and-copy pass
         return out
 

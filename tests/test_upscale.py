@@ -16,7 +16,8 @@ from PIL import Image as PILImage
 from esr.cli import main
 from esr.cli.upscale_cmd import EPILOG
 from esr.descriptor import ModelDescriptor
-from esr.upscaler import BYTES_PER_INPUT_PIXEL, DEFAULT_MEMORY_BUDGET, Upscaler, axis_spans, axis_weights
+from esr.upscaler import (BYTES_PER_INPUT_PIXEL, DEFAULT_MEMORY_BUDGET, Upscaler, add_weighted_, axis_spans,
+                          axis_weights)
 
 RNG = np.random.default_rng(3)
 
@@ -51,6 +52,19 @@ def test_tiles_cover_and_weights_sum_to_one(length, tile, pad):
         assert (weight > 0).all()
         total[start * 3:end * 3] += weight
     torch.testing.assert_close(total, torch.ones_like(total))
+
+
+@pytest.mark.parametrize("rows,cols", [((90, 64, 16), (200, 64, 16)), ((37, 8, 3), (64, 64, 16)), ((50, 7, 0), (90, 20, 16))])
+def test_weighting_only_the_overlaps_equals_the_whole_window(rows, cols):
+    row_spans, col_spans = axis_spans(*rows), axis_spans(*cols)
+    for row_w in axis_weights(row_spans, 2, rows[2]):
+        for col_w in axis_weights(col_spans, 2, cols[2]):
+            out = torch.rand(3, len(row_w), len(col_w))
+            start = torch.rand(3, len(row_w), len(col_w))
+            target, kept = start.clone(), out.clone()
+            add_weighted_(target, out, row_w, col_w)
+            torch.testing.assert_close(target, start + out * row_w[:, None] * col_w[None, :], rtol=0, atol=1e-6)
+            assert torch.equal(out, kept)  # a backend's output is only read
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
