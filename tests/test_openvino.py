@@ -53,6 +53,21 @@ def test_shape_seen_twice_gets_a_static_compilation(deploy_graph):
     assert len(COMPILED.models) == 2  # reused, not compiled again
 
 
+def test_results_written_in_place_stay_each_callers_own(deploy_graph):
+    copying = OpenVINORunner(deploy_graph, "cpu", "fp32", threads=1)
+    in_place = OpenVINORunner(deploy_graph, "cpu", "fp32", threads=1,
+                              output_shape=lambda shape: (shape[0], 3, shape[2] * 4, shape[3] * 4))
+    rng = np.random.default_rng(1)
+    inputs = [rng.random((1, 3, 24, 40), dtype=np.float32), rng.random((1, 3, 16, 16), dtype=np.float32)]
+    first = in_place(inputs[0])
+    kept = first.copy()
+    second = in_place(inputs[1])  # a smaller output: OpenVINO would reuse the first array if it were still set
+    copied = copying(inputs[0])  # a runner without output shapes must not write into that array either
+    assert np.array_equal(first, kept) and not np.shares_memory(first, second)
+    assert float(np.abs(first - copied).max()) <= 1e-6
+    assert second.shape == (1, 3, 64, 64)
+
+
 def test_refusals_are_one_line(monkeypatch, deploy_graph, tmp_path):
     import esr.backends.openvino_runtime as ovr
 

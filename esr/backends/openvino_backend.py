@@ -30,9 +30,14 @@ class OpenVINOBackend:
             self.descriptor: ModelDescriptor = read_metadata(onnx.load(str(path), load_external_data=False))
         self.precision = graph_run_precision(self.name, self.descriptor.precision, precision, device,
                                              ("bf16", "fp16"))
-        self.runner = OpenVINORunner(path, device, self.precision, threads)
+        self.runner = OpenVINORunner(path, device, self.precision, threads,
+                                     None if loaded.kind == "onnx" else self.deploy_output_shape)
         self.device = device
         self.max_hw = self.runner.input_hw
+
+    def deploy_output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """(N, C', H*s, W*s) for an (N, C, H, W) input of esr's own deploy graph, which crops to exactly that."""
+        return shape[0], self.descriptor.out_channels, shape[2] * self.descriptor.scale, shape[3] * self.descriptor.scale
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]

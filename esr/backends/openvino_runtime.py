@@ -44,7 +44,7 @@ import threading
 from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -165,12 +165,17 @@ class OpenVINORunner:
         device: ``cpu`` or ``gpu`` (Intel GPU).
         precision: ``fp32``, ``bf16``, ``fp16`` or ``int8`` (see the module docstring).
         threads: ``INFERENCE_NUM_THREADS``; 0 lets OpenVINO choose.
+        output_shape: the output's shape for an input shape, if known: each call's result is then written
+            straight into a new array (none: copied out of OpenVINO's own buffer). Runners with and without
+            it never share an infer request (a request keeps writing into the last array it was given).
 
     ``input_hw`` is ``(H, W)`` of a static graph, else None. Thread-safe (one request at a time per compiled model).
     """
 
-    def __init__(self, onnx_path: str | Path, device: str = "cpu", precision: str = "fp32", threads: int = 0) -> None:
+    def __init__(self, onnx_path: str | Path, device: str = "cpu", precision: str = "fp32", threads: int = 0,
+                 output_shape: Callable[[tuple[int, ...]], tuple[int, ...]] | None = None) -> None:
         self.device_name = check_support(device, precision)
+        self.output_shape = output_shape
         self.path = Path(onnx_path)
         if not self.path.is_file():
             raise EsrError(f"{self.path}: no such file")
@@ -180,7 +185,7 @@ class OpenVINORunner:
                        "PERFORMANCE_HINT": "LATENCY"}
         if threads > 0:
             self.config["INFERENCE_NUM_THREADS"] = threads
-        self.key = (file_fingerprint(self.path), self.device_name, precision, threads)
+        self.key = (file_fingerprint(self.path), self.device_name, precision, threads, output_shape is not None)
         model = self._read()
         if len(model.inputs) != 1 or model.inputs[0].get_partial_shape().rank.get_length() != 4:
             raise EsrError(f"{self.path}: expected one NCHW image input")
@@ -214,5 +219,10 @@ class OpenVINORunner:
         x = np.ascontiguousarray(x, dtype=np.float32)
         request, lock = self.compiled_for(tuple(x.shape))
         with lock:
-            request.infer({0: x})
-            return request.get_output_tensor(0).data.copy()
+            if self.output_shape is None:
+                request.infer({0: x}, share_inputs=True)
+                return request.get_output_tensor(0).data.copy()
+            out = np.empty(self.output_shape(x.shape), np.float32)  # OpenVINO writes the result here: no copy
+            request.set_output_tensor(0, import_openvino().Tensor(out, shared_memory=True))
+            request.infer({0: x}, share_inputs=True)
+            return out
