@@ -20,9 +20,12 @@
    s8 weights) then ``esr bench`` and ``esr eval`` of the QDQ graph with ``--backend auto``,
    against ``esr bench --backend onnxruntime --precision fp32`` of the source model.
 
+5. ``also`` (``--also-model NAME``, repeatable): part 1's Set14 HR comparison and its ceiling for another zoo model.
+
 All figures land in one JSON under ``--out`` with the machine. Needs ``$ESR_SHARED`` (Set5, Set14, T91).
 
-Usage: python scripts/bench_auto.py [--model NAME] [--threads 2] [--repeats 3] [--int8] [--out results/bench_auto]
+Usage: python scripts/bench_auto.py [--model NAME] [--threads 2] [--repeats 3] [--int8] [--also-model NAME]
+       [--out results/bench_auto]
 """
 from __future__ import annotations
 
@@ -88,6 +91,32 @@ def upscale_run(inputs: Path, options: list[str], env: dict[str, str], work: Pat
     return record
 
 
+REFERENCE = ["--backend", "onnxruntime", "--precision", "fp32"]
+
+
+def compare_upscale(inputs: Path, model: list[str], env: dict[str, str], work: Path, key: str, repeats: int,
+                    torch_too: bool = False) -> dict:
+    """``esr upscale`` of ``inputs`` with ``model`` options: auto with an empty cache (it measures), then the cached
+    auto and onnxruntime fp32 ``repeats`` times in turns (the median run of each), torch fp32 once with ``torch_too``;
+    every run's images/s as a speed-up over onnxruntime fp32's."""
+    print(f"{key}: {inputs}")
+    env_cold = {**env, "ESR_CACHE_DIR": str(work / f"cache-{key}")}
+    runs = {"auto_cold": upscale_run(inputs, model, env_cold, work, f"{key}-auto-cold")}
+    repeated: dict[str, list[dict]] = {"auto_cached": [], "onnxruntime_fp32": []}
+    for index in range(repeats):  # interleaved: load changes hit both alike
+        repeated["auto_cached"].append(upscale_run(inputs, model, env_cold, work, f"{key}-auto-cached-{index}"))
+        repeated["onnxruntime_fp32"].append(upscale_run(inputs, model + REFERENCE, env, work, f"{key}-ort-{index}"))
+    runs.update({label: median_run(found) for label, found in repeated.items()})
+    if torch_too:
+        runs["torch_fp32"] = upscale_run(inputs, model + ["--backend", "torch", "--precision", "fp32"], env, work,
+                                         f"{key}-torch")
+    base = runs["onnxruntime_fp32"].get("images_per_s_after_first")
+    for run in runs.values():
+        if base and run.get("images_per_s_after_first"):
+            run["speedup_vs_onnxruntime_fp32"] = run["images_per_s_after_first"] / base
+    return runs
+
+
 def median_run(runs: list[dict]) -> dict:
     """The run with the median images/s after the first (the lower middle of an even count), with every
     run's images/s in ``images_per_s_runs``."""
@@ -99,16 +128,22 @@ def ceiling(folder: Path, model: str | None, threads: int, cache: Path, passes: 
     """The end-to-end ratio's ceiling, in this process and without file IO: ``folder``'s images pre-decoded,
     run through the :class:`esr.upscaler.Upscaler` of auto (its decision cached in ``cache``) and of
     onnxruntime fp32, ``passes`` interleaved passes; per image, the median pass's whole upscale and the time
-    spent inside the model calls (the rest is tiling, blending and quantising)."""
-    import cv2
+    spent inside the model calls (the rest is tiling, blending and quantising).
+
+    ``file_io_ms_per_image``: what ``esr upscale`` adds per image, on one thread: decoding the input
+    (``read_image``) and encoding its x4 output as PNG (``encode_image``). ``overlap_bound_ratio``: the
+    end-to-end ratio if that work overlapped the model perfectly on ``threads`` cores (whole upscale +
+    file IO / threads per image, both runs): what no pipeline can beat while the model keeps every core busy."""
     import numpy as np
     import torch
 
+    from esr.image_io import encode_image, read_image
     from esr.upscale_batch import BatchOptions, build_upscaler, describe_backend
 
     os.environ["ESR_CACHE_DIR"] = str(cache)
     torch.set_num_threads(threads)
-    images = [np.ascontiguousarray(cv2.imread(str(p))[..., ::-1]) for p in sorted(folder.glob("*.png"))]
+    paths = sorted(folder.glob("*.png"))
+    images = [read_image(path).color for path in paths]
     runs = {}
     for label, backend, precision in (("auto", "auto", "auto"), ("onnxruntime_fp32", "onnxruntime", "fp32")):
         upscaler = build_upscaler(BatchOptions(inputs=[], outdir=".", model=model, backend=backend,
@@ -140,10 +175,28 @@ def ceiling(folder: Path, model: str | None, threads: int, cache: Path, passes: 
     record["images"], record["passes"] = len(images), passes
     record["upscale_ratio"] = reference["upscale_ms_per_image"] / auto["upscale_ms_per_image"]
     record["model_ratio"] = reference["model_ms_per_image"] / auto["model_ms_per_image"]
+    outputs = [runs["auto"]["upscaler"].upscale_image(read_image(path)) for path in paths]
+    io_ms = {"decode": min_ms(lambda: [read_image(path) for path in paths], passes) / len(paths),
+             "encode_png": min_ms(lambda: [encode_image(out, ".png") for out in outputs], passes) / len(paths)}
+    record["file_io_ms_per_image"] = io_ms
+    spread = sum(io_ms.values()) / threads
+    record["overlap_bound_ratio"] = (reference["upscale_ms_per_image"] + spread) / (auto["upscale_ms_per_image"] + spread)
     print(f"ceiling (no file IO): model calls {record['model_ratio']:.2f}x, whole upscale {record['upscale_ratio']:.2f}x "
           f"({auto['model_ms_per_image']:.0f}/{auto['upscale_ms_per_image']:.0f} ms vs "
-          f"{reference['model_ms_per_image']:.0f}/{reference['upscale_ms_per_image']:.0f} ms per image)", flush=True)
+          f"{reference['model_ms_per_image']:.0f}/{reference['upscale_ms_per_image']:.0f} ms per image); file IO "
+          f"{io_ms['decode']:.0f} ms decoding + {io_ms['encode_png']:.0f} ms encoding per image: at best "
+          f"{record['overlap_bound_ratio']:.2f}x end to end", flush=True)
     return record
+
+
+def min_ms(work, repeats: int) -> float:  # noqa: ANN001 (a zero-argument callable)
+    """The fastest of ``repeats`` runs of ``work()``, in ms."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - start)
+    return best * 1e3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3,
                         help="runs of the cached auto and the onnxruntime fp32 upscale on Set14 HR, interleaved (median)")
     parser.add_argument("--int8", action="store_true", help="also run the INT8 part (esr quantize, a few minutes)")
+    parser.add_argument("--also-model", action="append", default=[], metavar="NAME",
+                        help="a zoo model to compare on Set14 HR as well (end to end and the ceiling), repeatable")
     parser.add_argument("--out", default="results/bench_auto")
     args = parser.parse_args(argv)
 
@@ -170,25 +225,16 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         env = {**os.environ, "ESR_CACHE_DIR": str(work / "cache")}
         model = [*(["--model", args.model] if args.model else []), *threads]
-        reference = ["--backend", "onnxruntime", "--precision", "fp32"]
         for key, inputs in (("upscale", data / "Set14" / "HR"), ("upscale_lr", data / "Set14" / "LR_bicubic" / "X4")):
-            print(f"{key}: {inputs}")
-            env_cold = {**env, "ESR_CACHE_DIR": str(work / f"cache-{key}")}
-            runs = {"auto_cold": upscale_run(inputs, model, env_cold, work, f"{key}-auto-cold")}
-            repeated: dict[str, list[dict]] = {"auto_cached": [], "onnxruntime_fp32": []}
-            for index in range(args.repeats if key == "upscale" else 1):  # interleaved: load changes hit both alike
-                repeated["auto_cached"].append(upscale_run(inputs, model, env_cold, work, f"{key}-auto-cached-{index}"))
-                repeated["onnxruntime_fp32"].append(upscale_run(inputs, model + reference, env, work, f"{key}-ort-{index}"))
-            runs.update({label: median_run(found) for label, found in repeated.items()})
-            if key == "upscale_lr":  # the issue's start-up comparison: torch vs onnxruntime on small images
-                runs["torch_fp32"] = upscale_run(inputs, model + ["--backend", "torch", "--precision", "fp32"], env,
-                                                 work, f"{key}-torch")
-            base = runs["onnxruntime_fp32"].get("images_per_s_after_first")
-            for run in runs.values():
-                if base and run.get("images_per_s_after_first"):
-                    run["speedup_vs_onnxruntime_fp32"] = run["images_per_s_after_first"] / base
-            record[key] = runs
+            record[key] = compare_upscale(inputs, model, env, work, key, args.repeats if key == "upscale" else 1,
+                                          torch_too=key == "upscale_lr")  # the issue's start-up comparison
         record["upscale_ceiling"] = ceiling(data / "Set14" / "HR", args.model, args.threads, work / "cache-upscale")
+        for name in args.also_model:
+            key = f"upscale-{name}"
+            record.setdefault("also", {})[name] = {
+                "upscale": compare_upscale(data / "Set14" / "HR", ["--model", name, *threads], env, work, key,
+                                           args.repeats),
+                "upscale_ceiling": ceiling(data / "Set14" / "HR", name, args.threads, work / f"cache-{key}")}
         quick = data / "Set5" / "LR_bicubic" / "X4"
         print(f"quickstart: {quick}")
         env_quick = {**env, "ESR_CACHE_DIR": str(work / "cache-quickstart")}
@@ -207,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             esr(["quantize", "--model", record["model"], "--calib", str(data / "T91"), "--calib-downscale", "4",
                  "--weight-type", "s8", "--target-db", "47", "--max-kept", "40", "--out", str(qdq)], env)
             benches = {}
-            for label, options in (("onnxruntime_fp32", model + reference),
+            for label, options in (("onnxruntime_fp32", model + REFERENCE),
                                    ("int8_auto", ["--model", str(qdq), *threads, "--backend", "auto"])):
                 _, output = esr(["bench", *options, "--runs", "10", "--json"], env)
                 benches[label] = last_json(output)

@@ -17,6 +17,11 @@ Then ``esr upscale`` with default options (``--backend auto``) on a synthetic 40
 with automatic tiling (one run):
 wall time and peak RSS. Writes ``results/bench_upscale.json`` and prints it.
 
+Everything runs with a fresh esr cache (``ESR_CACHE_DIR``), and ``--backend auto``'s one-time measurement
+for each batch (Set14's small images, the large image's tiles) runs first in a process of its own
+(``auto_decisions``: seconds, peak RSS), so the timed processes read the cached decision whatever the
+machine's cache held before.
+
     python scripts/bench_upscale.py [--repeats 10] [--skip-large] [--skip-set14] [--out results/X.json]
 """
 from __future__ import annotations
@@ -48,14 +53,14 @@ def worker_set14(backend: str, mode: str, folder: Path) -> dict:
     import cv2
     import numpy as np
 
-    from esr.upscale_batch import BatchOptions, build_upscaler, run_batch
+    from esr.upscale_batch import BatchOptions, build_upscaler, plan_batch, run_batch, timing_tile_hw
 
     files = sorted(folder.glob("*.png"))
     with tempfile.TemporaryDirectory() as out:
         options = BatchOptions(inputs=[str(folder)], outdir=out, backend=backend, precision=None, device="cpu", overwrite=True,
                                jobs=0 if mode == "sequential" else 2, quiet=True)
         if mode == "model":
-            upscaler = build_upscaler(options)
+            upscaler = build_upscaler(options, timing_tile_hw(plan_batch(options).todo, options))  # as esr upscale
             arrays = [np.ascontiguousarray(cv2.imread(str(p))[..., ::-1]) for p in files]
 
             def one_pass() -> None:
@@ -126,6 +131,18 @@ def worker_large(path: Path) -> dict:
             "tile": upscaler.tile_for(3000, 4000), "tile_pad": upscaler.tile_pad, "peak_rss_mb": peak_rss_mb()}
 
 
+def worker_decide(path: Path) -> dict:
+    """``--backend auto``'s one-time measurement for an ``esr upscale`` batch of ``path``, made and cached as
+    ``esr upscale`` makes it; seconds and peak RSS."""
+    from esr.upscale_batch import BatchOptions, build_upscaler, plan_batch, timing_tile_hw
+
+    with tempfile.TemporaryDirectory() as out:
+        options = BatchOptions(inputs=[str(path)], outdir=out, backend="auto", precision=None, device="cpu", quiet=True)
+        start = time.perf_counter()
+        build_upscaler(options, timing_tile_hw(plan_batch(options).todo, options))
+        return {"input": path.name, "seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}
+
+
 def run_worker(*args: str) -> dict:
     proc = subprocess.run([sys.executable, __file__, "--worker", *args], capture_output=True, text=True, cwd=REPO)
     if proc.returncode != 0:
@@ -168,7 +185,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         kind, *rest = args.worker
-        result = worker_large(Path(rest[0])) if kind == "large" else worker_set14(rest[0], rest[1], Path(rest[2]))
+        workers = {"large": lambda: worker_large(Path(rest[0])), "decide": lambda: worker_decide(Path(rest[0])),
+                   "set14": lambda: worker_set14(rest[0], rest[1], Path(rest[2]))}
+        result = workers[kind]()
         print(json.dumps(result))
         return
 
@@ -176,8 +195,20 @@ def main() -> None:
     from esr.paths import shared_dir
 
     folder = args.data or shared_dir() / "datasets" / "Set14" / "LR_bicubic" / "X4"
-    report = {"environment": environment(), "data": str(folder), "model": "rlfn_s_x4 (embedded default), x4"}
+    report = {"environment": environment(), "data": str(folder), "model": "rlfn_s_x4 (embedded default), x4",
+              "auto_decisions": {}}
+    with tempfile.TemporaryDirectory(prefix="esr-bench-upscale-cache-") as cache:
+        os.environ["ESR_CACHE_DIR"] = cache  # inherited by every worker
+        run_benchmarks(args, folder, report)
+    report["load_avg_at_end"] = os.getloadavg()
+    write_bytes_atomically(args.out, json.dumps(report, indent=2).encode())
+    print(json.dumps(report, indent=2))
+
+
+def run_benchmarks(args: argparse.Namespace, folder: Path, report: dict) -> None:
+    """The Set14 and large-image parts into ``report``, each after auto's decision for it (module docstring)."""
     if not args.skip_set14:
+        report["auto_decisions"]["set14"] = run_worker("decide", str(folder))
         report["set14"] = bench_set14(folder, args.repeats)
         reference = next(r for r in report["set14"] if (r["backend"], r["mode"]) == REFERENCE)
         for result in report["set14"]:
@@ -189,12 +220,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "large_4000x3000.png"
             make_large_image(path)
+            report["auto_decisions"]["large"] = run_worker("decide", str(path))
             report["large"] = run_worker("large", str(path))
         print(f"4000x3000 x4: {report['large']['seconds']:.0f} s, peak RSS {report['large']['peak_rss_mb']:.0f} MB, "
               f"tile {report['large']['tile']}", flush=True)
-    report["load_avg_at_end"] = os.getloadavg()
-    write_bytes_atomically(args.out, json.dumps(report, indent=2).encode())
-    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
