@@ -33,6 +33,7 @@ import glob
 import json
 import sys
 import tempfile
+import threading
 import warnings
 from collections import deque
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -361,9 +362,12 @@ def end_file(task: Task) -> None:
 
 
 def count_outcome(counts: Counts, outcome: str) -> None:
-    """Count a file that did not fail: DONE, SKIPPED or BUSY."""
-    counts.done += outcome == DONE
-    counts.skipped += outcome in (SKIPPED, BUSY)
+    """Count a file that did not fail: DONE, SKIPPED or BUSY (only the fields it changes are touched: the
+    pipeline's writers count ``done`` from their threads)."""
+    if outcome == DONE:
+        counts.done += 1
+        return
+    counts.skipped += 1
     counts.busy += outcome == BUSY
 
 
@@ -428,6 +432,7 @@ def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, c
     from tqdm import tqdm
 
     pool: Executor = ThreadPoolExecutor(options.jobs, "esr-io") if options.jobs else InlineExecutor()
+    counting = threading.Lock()
     depth = options.jobs + 1
     reads: deque[tuple[Task, Future]] = deque()
     writes: deque[tuple[Task, Future]] = deque()
@@ -461,11 +466,17 @@ def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, c
             if start(task):
                 reads.append((task, pool.submit(read_image, task.src, options.max_pixels)))
 
+    def write_counted(result: Image, task: Task) -> None:
+        """:func:`write_output`, counted in the writing thread: an interrupt of this thread between a write's
+        end and its count (or between its submission and its place in ``writes``) cannot lose it."""
+        write_output(result, task, options)
+        with counting:
+            count_outcome(counts, DONE)
+
     def finish_write() -> None:
         task, future = writes.popleft()
         try:
             future.result()
-            counts.done += 1
         except Exception as err:  # any failure of one file is reported and the batch goes on
             fail(err, task.dest)
         finish(task)
@@ -485,7 +496,7 @@ def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, c
                 continue
             bar.set_postfix_str("", refresh=False)
             bar.update(1)
-            writes.append((task, pool.submit(write_output, result, task, options)))
+            writes.append((task, pool.submit(write_counted, result, task)))
             del result
             while len(writes) >= depth:
                 finish_write()

@@ -262,6 +262,36 @@ def test_ctrl_c_and_sigterm_leave_no_partial_file(tmp_path, signum, code, line):
     assert summary == f"{len(written)} upscaled, 0 skipped, 0 failed"
 
 
+def test_an_interrupt_while_waiting_for_a_write_still_counts_it(tmp_path, monkeypatch):
+    """Ctrl-C lands while the main thread waits for a write that then completes: the file is written, so the
+    summary counts it (it was lost when the main thread counted after the wait)."""
+    import threading
+
+    import esr.upscale_batch as batch
+
+    (tmp_path / "in").mkdir()
+    PILImage.fromarray(photo()).save(tmp_path / "in" / "a.png")
+    real_write = batch.write_output
+
+    def write_then_interrupt(result, task, options):
+        path = real_write(result, task, options)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # the main thread waits in finish_write
+        time.sleep(0.5)  # this write ends after the interrupt is raised there
+        return path
+
+    class Identity:
+        def upscale_image(self, image, progress=None):
+            return image
+
+    monkeypatch.setattr(batch, "write_output", write_then_interrupt)
+    options = batch.BatchOptions(inputs=[str(tmp_path / "in")], outdir=str(tmp_path / "out"), jobs=1, quiet=True)
+    counts = batch.Counts()
+    with pytest.raises(KeyboardInterrupt):
+        batch.run_pipeline(batch.plan_batch(options).todo, Identity(), options, counts, say=lambda line: None)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.png"]
+    assert counts.summary() == "1 upscaled, 0 skipped, 0 failed"
+
+
 def test_auto_times_the_size_small_images_run_at(tmp_path):
     """A batch of small images: auto times a 128 or 256 px square, not the 362 px default tile (headers only)."""
     from esr.upscale_batch import BatchOptions, Task, timing_tile_hw
