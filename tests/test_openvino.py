@@ -156,3 +156,50 @@ def test_bf16_gives_the_same_output_on_every_call(deploy_graph):
     x = np.random.default_rng(0).random((1, 3, 24, 40), dtype=np.float32)
     first, second = runner(x), runner(x)
     assert np.array_equal(first, second) and [key[-1] for key in COMPILED.models] == [None]
+
+
+def test_sizes_read_upstream_let_biases_fuse_and_change_nothing(deploy_graph):
+    """:mod:`esr.backends.openvino_shapes` on RLFN-S: each ESA block's ``ShapeOf`` (for its ``Resize``) now reads
+    the 1x1 convolution ``c5``'s input, the same function in f32 (both compiled at fp32); about 1 s."""
+    from esr.backends.openvino_runtime import ov_core
+    from esr.backends.openvino_shapes import read_sizes_upstream
+
+    plain = ov_core().read_model(str(deploy_graph))
+    moved = ov_core().read_model(str(deploy_graph))
+    assert read_sizes_upstream(moved) == 6  # six RLFB blocks, one ESA resize each
+    assert read_sizes_upstream(moved) == 0  # the ShapeOfs now read a residual sum, not a convolution
+    config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1}
+    x = np.random.default_rng(1).random((1, 3, 37, 29), dtype=np.float32)
+    reference = ov_core().compile_model(plain, "CPU", config)(x)[0]
+    assert reference.shape == (1, 3, 148, 116)
+    assert float(np.abs(ov_core().compile_model(moved, "CPU", config)(x)[0] - reference).max()) <= 1e-5
+
+
+def _shape_of_conv(kernel: int, stride: int, pad: int, index: int):
+    """A model: conv (bias) -> ShapeOf -> Gather(index) -> output, beside the conv's own output."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    x = ops.parameter([1, 3, -1, -1], np.float32)
+    weights = ops.constant(np.ones((5, 3, kernel, kernel), np.float32))
+    conv = ops.convolution(x, weights, [stride, stride], [pad, pad], [pad, pad], [1, 1])
+    biased = ops.add(conv, ops.constant(np.ones((1, 5, 1, 1), np.float32)))
+    size = ops.gather(ops.shape_of(biased), ops.constant(np.array([index], np.int64)), ops.constant(np.int64(0)))
+    return ov.Model([biased.output(0), size.output(0)], [x])
+
+
+@pytest.mark.parametrize("kernel,stride,pad,index,moved", [
+    (1, 1, 0, 2, 1), (3, 1, 1, 3, 1),  # H and W kept, a spatial entry read: moved
+    (3, 1, 1, 1, 0),  # the channel entry is read (5 vs the input's 3): left alone
+    (3, 2, 1, 2, 0), (3, 1, 0, 2, 0),  # H and W change: left alone
+])
+def test_sizes_move_upstream_only_where_they_are_the_same(kernel, stride, pad, index, moved):
+    from esr.backends.openvino_runtime import ov_core
+    from esr.backends.openvino_shapes import read_sizes_upstream
+
+    model = _shape_of_conv(kernel, stride, pad, index)
+    assert read_sizes_upstream(model) == moved
+    x = np.random.default_rng(2).random((1, 3, 11, 13), dtype=np.float32)
+    compiled = ov_core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    outputs = compiled(x)
+    assert list(outputs[compiled.outputs[1]]) == [list(outputs[compiled.outputs[0]].shape)[index]]

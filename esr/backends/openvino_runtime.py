@@ -7,6 +7,9 @@ OpenVINO device at an inference precision:
   (the hint is always set: OpenVINO's CPU default on AMX machines is bf16, not f32); at bf16 the
   image-input convolution is first split into parts exact in bf16
   (:mod:`esr.backends.openvino_bf16`: RLFN-S x4 52.0 -> 57.4 dB vs fp32 on the sample image);
+- at every precision, a ``ShapeOf`` that reads a biased convolution's output only for the image size reads its
+  input instead (:mod:`esr.backends.openvino_shapes`), so that the bias fuses into the convolution (RLFN-S x4
+  bf16 at 288 x 288: 101 -> 94 ms);
 - ``int8`` runs a QDQ graph (``esr quantize``): OpenVINO executes its quantised layers in INT8
   and the layers the graph keeps in float at ``bf16`` where the device reports BF16, else ``f32``.
   On the mixed-precision RLFN x4 graph (``--target-db 47 --max-kept 40``, 29 layers kept) the
@@ -19,8 +22,9 @@ second time gets its own static compilation (reshaped), which ran 10-15% faster 
 454 vs 499 ms, best of 8) and costs about 0.1 s to compile. A one-off shape (a folder of
 small images of different sizes) thus never pays a compilation; the repeated tile shape of
 a large image does once. At bf16 and f16 the dynamic compilation runs every shape: a static
-one rounds differently (RLFN-S x4, 128-362 px noise inputs: 47 dB apart, up to 12 grey levels),
-so under the sightings rule the same image came out different on its first and later calls. Over
+one may round differently (128-362 px noise inputs: SPAN x4 with random weights up to 0.32 apart;
+RLFN-S x4 up to 0.05 until the bias fusion above made its two compilations bit-identical), so under
+the sightings rule the same image could come out different on its first and later calls. Over
 folders of images of varied sizes that was also the faster choice for the default model (RLFN-S x4
 bf16, 2-thread Xeon with AMX, whole upscale of Set14 HR: 4.9-5.1 s dynamic, 5.6-5.9 s compiling
 each of its 9 tile shapes on first sight; `esr upscale` of Set14's LR images: 29 images/s against
@@ -49,6 +53,7 @@ from typing import Any, Callable
 import numpy as np
 
 from esr.backends.openvino_bf16 import split_image_convs
+from esr.backends.openvino_shapes import read_sizes_upstream
 from esr.capabilities import FEATURE_NAMES, check_precision_name
 from esr.errors import EsrError
 
@@ -203,6 +208,7 @@ class OpenVINORunner:
         model = self._read()
         if shape is not None:
             model.reshape(list(shape))
+        read_sizes_upstream(model)
         if self.config["INFERENCE_PRECISION_HINT"] == "bf16":
             split_image_convs(model)
         compiled = ov_core().compile_model(model, self.device_name, self.config)
