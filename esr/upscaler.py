@@ -117,6 +117,31 @@ def add_weighted_(target: torch.Tensor, out: torch.Tensor, row_w: torch.Tensor, 
             target[region].addcmul_(out[region], row_w[slice(*rows), None] * col_w[None, slice(*cols)])
 
 
+CV_DEPTHS = {np.dtype(np.uint8): cv2.CV_8U, np.dtype(np.uint16): cv2.CV_16U}
+"""Integer output dtype -> OpenCV depth :func:`quantise_into` writes."""
+
+
+def quantise_into(band: torch.Tensor, max_value: float, out: np.ndarray) -> None:
+    """``out[...] = clip(round(band * max_value), 0, max)`` as (rows, W, C) ``uint8``/``uint16``, from ``band``
+    (C, rows, W) float, unclamped; rounding half to even (the same as ``torch.round``; checked on every tie).
+
+    OpenCV multiplies, rounds and saturates in one pass: per plane then interleaved for a planar band,
+    straight into ``out`` for a channels-last one (torch's CPU output). About half the time of clamp, multiply,
+    round and a channel-permuting cast in torch (24.7 -> 13.0 ms for a 2048 x 2048 RGB image, 2 threads)."""
+    depth = CV_DEPTHS[out.dtype]
+    channels, rows, width = band.shape
+    pixels = band.permute(1, 2, 0)
+    if pixels.is_contiguous():
+        written = cv2.multiply(pixels.numpy().reshape(rows, width * channels), max_value,
+                               dst=out.reshape(rows, width * channels), dtype=depth)
+    elif channels == 1:
+        written = cv2.multiply(band.numpy()[0], max_value, dst=out[..., 0], dtype=depth)
+    else:
+        written = cv2.merge([cv2.multiply(plane, max_value, dtype=depth) for plane in band.numpy()], dst=out)
+    if not np.shares_memory(written, out):  # OpenCV allocated its own result: copy it over
+        out[...] = written.reshape(out.shape)
+
+
 OUTPUT_COPIES = 3
 """Copies of an output image alive at its peak: the result, the encoder's channel-reordered
 copy, and an ``--outscale`` resize or the encoded bytes."""
@@ -203,18 +228,21 @@ class Upscaler:
         through a gray model plane by plane; an opaque alpha added for an RGBA model)."""
         return run_on_channels(self.backend, x, self.descriptor.in_channels, self.descriptor.out_channels)
 
-    def bands(self, src: torch.Tensor, max_value: float, tile: int,
-              progress: Progress | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+    def bands(self, src: torch.Tensor, max_value: float, tile: int, progress: Progress | None = None,
+              clamp: bool = True) -> Iterator[tuple[int, torch.Tensor]]:
         """Blend tiles of ``src`` (C, H, W), any dtype scaled by ``max_value`` to [0, 1].
 
         Yields ``(first_row, band)``: finished output rows as (C, rows, W*s) float in [0, 1]
         (the caller may modify it; valid until the next item), top to bottom, covering H*s rows.
+        ``clamp=False``: the rows as blended, not clamped to [0, 1], and read only (an image in one
+        pass yields the model's own output).
         """
         channels, height, width = src.shape
         s, pad = self.scale, self.tile_pad if tile > 0 else 0
         rows, cols = axis_spans(height, tile, pad), axis_spans(width, tile, pad)
         if len(rows) == len(cols) == 1:  # one pass: the output is the band, no blending buffer
-            yield 0, self._tile(src[None], max_value).clamp(0, 1)  # a new tensor: a backend's may be an inference tensor
+            out = self._tile(src[None], max_value)  # read only: a backend's output may be an inference tensor
+            yield 0, out.clamp(0, 1) if clamp else out
             if progress is not None:
                 progress(1.0)
             return
@@ -225,7 +253,7 @@ class Upscaler:
         for r, (y0, y1) in enumerate(rows):
             if y0 * s > top:
                 done, keep = y0 * s - top, top + strip - y0 * s
-                yield top, buffer[:, :done].clamp_(0, 1)
+                yield top, buffer[:, :done].clamp_(0, 1) if clamp else buffer[:, :done]
                 buffer[:, :keep] = buffer[:, done:done + keep].clone()
                 buffer[:, keep:] = 0
                 top = y0 * s
@@ -234,7 +262,7 @@ class Upscaler:
                 add_weighted_(buffer[:, :, x0 * s:x1 * s], out, row_w[r], col_w[c])
                 if progress is not None:
                     progress(1.0 / (len(rows) * len(cols)))
-        yield top, buffer[:, :height * s - top].clamp_(0, 1)
+        yield top, buffer[:, :height * s - top].clamp_(0, 1) if clamp else buffer[:, :height * s - top]
 
     def _tile(self, tile_in: torch.Tensor, max_value: float) -> torch.Tensor:
         """(1, C, h, w) input of any dtype scaled by ``max_value`` -> (C, h*s, w*s) float model output (read only:
@@ -255,9 +283,12 @@ class Upscaler:
         with warnings.catch_warnings():  # a read-only array is only read here
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             src = torch.from_numpy(pixels).permute(2, 0, 1)
-        for top, band in self.bands(src, max_value, tile, progress):
-            rows = band.mul_(max_value).round_() if integer else band
-            torch.from_numpy(out[top:top + rows.shape[1]]).copy_(rows.permute(1, 2, 0))  # one cast-and-copy pass
+        for top, band in self.bands(src, max_value, tile, progress, clamp=not integer):
+            rows = out[top:top + band.shape[1]]
+            if integer:
+                quantise_into(band, max_value, rows)
+            else:
+                torch.from_numpy(rows).copy_(band.permute(1, 2, 0))
         return out
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:

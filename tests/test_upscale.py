@@ -17,7 +17,7 @@ from esr.cli import main
 from esr.cli.upscale_cmd import EPILOG
 from esr.descriptor import ModelDescriptor
 from esr.upscaler import (BYTES_PER_INPUT_PIXEL, DEFAULT_MEMORY_BUDGET, Upscaler, add_weighted_, axis_spans,
-                          axis_weights)
+                          axis_weights, quantise_into)
 
 RNG = np.random.default_rng(3)
 
@@ -65,6 +65,36 @@ def test_weighting_only_the_overlaps_equals_the_whole_window(rows, cols):
             add_weighted_(target, out, row_w, col_w)
             torch.testing.assert_close(target, start + out * row_w[:, None] * col_w[None, :], rtol=0, atol=1e-6)
             assert torch.equal(out, kept)  # a backend's output is only read
+
+
+def tie_values(max_value: float) -> np.ndarray:
+    """float32 values on and next to every k + 1/2 tie of ``x * max_value`` (k = -2 .. max + 1), then noise
+    over [-0.05, 1.05]: where rounding and saturation could differ."""
+    centres = ((np.arange(-2, int(max_value) + 2) + 0.5) / max_value).astype(np.float32)
+    near = (centres.view(np.int32)[:, None] + np.arange(-3, 4)[None, :]).astype(np.int32).view(np.float32)
+    return np.concatenate([near.ravel(), RNG.random(20000, dtype=np.float32) * 1.1 - 0.05])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("channels", [1, 3, 4])
+@pytest.mark.parametrize("layout", ["planar", "channels_last", "cropped"])
+def test_quantising_equals_clamp_multiply_round_cast(dtype, channels, layout):
+    """OpenCV's one-pass quantisation gives exactly what torch's clamp, multiply, round (half to even) and cast give,
+    for each band layout a backend or the blending buffer yields, written only into its rows of the output."""
+    max_value = float(np.iinfo(dtype).max)
+    values = tie_values(max_value)
+    width = 61
+    values = np.resize(values, (channels, len(values) // (channels * width) + 1, width)).astype(np.float32)
+    band = torch.from_numpy(values)
+    if layout == "channels_last":
+        band = band.permute(1, 2, 0).contiguous().permute(2, 0, 1)
+    elif layout == "cropped":
+        band = torch.cat([band, band], dim=2)[:, :, :width]
+    expected = band.clamp(0, 1).mul(max_value).round().permute(1, 2, 0).numpy().astype(dtype)
+    out = np.full((band.shape[1] + 4, width, channels), 7, dtype)
+    quantise_into(band, max_value, out[2:-2])
+    np.testing.assert_array_equal(out[2:-2], expected)
+    assert (out[:2] == 7).all() and (out[-2:] == 7).all()
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
