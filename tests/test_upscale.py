@@ -97,6 +97,15 @@ def test_quantising_equals_clamp_multiply_round_cast(dtype, channels, layout):
     assert (out[:2] == 7).all() and (out[-2:] == 7).all()
 
 
+@pytest.mark.parametrize("band_dtype", [torch.float64, torch.bfloat16, torch.float16])
+def test_quantising_takes_the_band_of_any_float_dtype(band_dtype):
+    """A custom backend may return float64, bf16 or fp16: quantised as its float32 value (OpenCV takes neither)."""
+    band = torch.from_numpy(RNG.random((3, 9, 11), dtype=np.float32) * 1.2 - 0.1).to(band_dtype)
+    out = np.zeros((9, 11, 3), np.uint8)
+    quantise_into(band, 255.0, out)
+    np.testing.assert_array_equal(out, band.float().clamp(0, 1).mul(255).round().permute(1, 2, 0).numpy().astype(np.uint8))
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 def test_tiled_equals_untiled_for_a_local_model(dtype):
     pixels = RNG.integers(0, np.iinfo(dtype).max + 1, (53, 71, 3), dtype=dtype)
