@@ -123,7 +123,8 @@ CV_DEPTHS = {np.dtype(np.uint8): cv2.CV_8U, np.dtype(np.uint16): cv2.CV_16U}
 
 def quantise_into(band: torch.Tensor, max_value: float, out: np.ndarray) -> None:
     """``out[...] = clip(round(band * max_value), 0, max)`` as (rows, W, C) ``uint8``/``uint16``, from ``band``
-    (C, rows, W) float on any device (a custom backend's), unclamped; rounding half to even (the same as ``torch.round``; checked on every tie).
+    (C, rows, W) float of any dtype and device (a custom backend's), unclamped; rounding half to even (the
+    same as ``torch.round``; checked on every tie).
 
     OpenCV multiplies, rounds and saturates in one pass: per plane then interleaved for a planar band,
     straight into ``out`` for a channels-last one (torch's CPU output). About half the time of clamp, multiply,

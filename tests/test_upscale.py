@@ -103,7 +103,8 @@ def test_quantising_takes_the_band_of_any_float_dtype(band_dtype):
     band = torch.from_numpy(RNG.random((3, 9, 11), dtype=np.float32) * 1.2 - 0.1).to(band_dtype)
     out = np.zeros((9, 11, 3), np.uint8)
     quantise_into(band, 255.0, out)
-    np.testing.assert_array_equal(out, band.float().clamp(0, 1).mul(255).round().permute(1, 2, 0).numpy().astype(np.uint8))
+    expected = band.float().clamp(0, 1).mul(255).round().permute(1, 2, 0).numpy().astype(np.uint8)
+    np.testing.assert_array_equal(out, expected)
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
