@@ -203,3 +203,36 @@ def test_sizes_move_upstream_only_where_they_are_the_same(kernel, stride, pad, i
     compiled = ov_core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     outputs = compiled(x)
     assert list(outputs[compiled.outputs[1]]) == [list(outputs[compiled.outputs[0]].shape)[index]]
+
+
+def test_16_bit_outputs_read_as_float32():
+    """bf16 and f16 output tensors arrive as 16-bit patterns; :func:`as_float32` gives their exact values."""
+    import openvino as ov
+
+    from esr.backends.openvino_runtime import as_float32
+
+    values = torch.tensor([[0.0, 1.0, -2.5], [0.00390625, 1e-30, 65504.0]])
+    bf16_bits = values.to(torch.bfloat16).view(torch.int16).numpy()
+    assert np.array_equal(as_float32(bf16_bits, ov.Type.bf16), values.to(torch.bfloat16).float().numpy())
+    f16_bits = values.numpy().astype(np.float16).view(np.uint16)
+    assert np.array_equal(as_float32(f16_bits, ov.Type.f16), values.numpy().astype(np.float16).astype(np.float32))
+    assert as_float32(values.numpy(), None).dtype == np.float32
+
+
+def test_bf16_output_tensor_is_the_f32_one_rounded_nowhere(deploy_graph):
+    """At bf16 the output tensor is bf16 (the last layer computes in bf16 anyway): on RLFN-S the values are exactly
+    those of an f32 output tensor, in both the copying and the in-place runner."""
+    try:
+        check_support("cpu", "bf16")
+    except EsrError as err:
+        pytest.skip(f"no native bf16 here: {err}")
+    x = np.random.default_rng(2).random((1, 3, 40, 56), dtype=np.float32)
+    f32_output = OpenVINORunner(deploy_graph, "cpu", "bf16", threads=1)
+    f32_output.output_type, f32_output.key = None, (*f32_output.key, "f32 output")
+    expected = f32_output(x)
+    copying = OpenVINORunner(deploy_graph, "cpu", "bf16", threads=1)
+    in_place = OpenVINORunner(deploy_graph, "cpu", "bf16", threads=1,
+                              output_shape=lambda shape: (shape[0], 3, shape[2] * 4, shape[3] * 4))
+    for runner in (copying, in_place):
+        actual = runner(x)
+        assert actual.dtype == np.float32 and np.array_equal(actual, expected)
