@@ -68,3 +68,47 @@ def test_without_isal_the_standard_zlib_writes_the_same_image(monkeypatch):
     monkeypatch.undo()
     np.testing.assert_array_equal(opencv_decoded(data), source)
     assert data != png_bytes(source)  # ISA-L's stream differs: the fallback really ran
+
+
+def test_adler32_of_joined_parts():
+    import zlib
+
+    from esr.image_encode import adler32_combine
+
+    data = RNG.integers(0, 256, 300_000, dtype=np.uint8).tobytes()
+    for cut in (0, 1, 65521, 65522, 200_000, len(data)):
+        first, second = data[:cut], data[cut:]
+        assert adler32_combine(zlib.adler32(first), zlib.adler32(second), len(second)) == zlib.adler32(data)
+
+
+def idat_stream(data: bytes) -> bytes:
+    """The concatenated ``IDAT`` payloads of a PNG (one zlib stream)."""
+    stream, at = [], 8
+    while at < len(data):
+        length = int.from_bytes(data[at:at + 4], "big")
+        if data[at + 4:at + 8] == b"IDAT":
+            stream.append(data[at + 8:at + 8 + length])
+        at += 12 + length
+    return b"".join(stream)
+
+
+def test_parts_deflated_in_parallel_join_into_one_valid_stream(monkeypatch):
+    """An image larger than one part: its parts (deflated on worker threads) make one zlib stream whose checksum
+    zlib verifies, the same bytes with one worker as with several, and every decoder reads the pixels back."""
+    import zlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(image_encode, "PNG_BLOCK_ROWS", 16)
+    monkeypatch.setattr(image_encode, "PNG_PART_BYTES", 16 * (3 * 2 * 300 + 1) * 3)  # 48 rows per part
+    source = pixels(3, np.uint16, 257, 300).cumsum(axis=0, dtype=np.uint16)  # 6 parts, the last one row
+    data = png_bytes(source)
+    stream = idat_stream(data)
+    raw = zlib.decompress(stream)  # raises on a wrong Adler-32 or a broken deflate stream
+    assert len(raw) == 257 * (1 + 300 * 3 * 2)
+    assert stream.count(b"\x00\x00\xff\xff") >= 5  # the empty stored block ending each part but the last
+    np.testing.assert_array_equal(opencv_decoded(data), source)
+    monkeypatch.setattr(image_encode, "png_pool", lambda: ThreadPoolExecutor(1))
+    assert png_bytes(source) == data
+    monkeypatch.setattr(image_encode, "PNG_PART_BYTES", 2**30)  # one part: another stream, the same pixels
+    single = png_bytes(source)
+    assert single != data and zlib.decompress(idat_stream(single)) == raw
