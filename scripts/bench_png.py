@@ -1,6 +1,7 @@
 """PNG writing on real x4 outputs: esr's writer (``esr.image_encode.png_bytes``: "Up" filter, ISA-L deflate
 level 1) against OpenCV's ``cv2.imencode(".png")`` (libpng at OpenCV's defaults: what esr used before) and
-against esr's writer with the standard library's zlib (its fallback without the ``isal`` wheel).
+against esr's writer with the standard library's zlib (its fallback without the ``isal`` wheel) and esr's writer
+deflating each image as one part on one thread (``esr_one_part``: what its parallel parts gain).
 
 The inputs are the 14 Set14 HR images upscaled x4 by the embedded default model (outputs of about
 2000 px a side: what ``esr upscale`` writes for them). Per image and encoder: the median of
@@ -40,8 +41,14 @@ def esr_png_stdlib_zlib(rgb: np.ndarray) -> bytes:
         return image_encode.png_bytes(rgb)
 
 
+def esr_png_one_part(rgb: np.ndarray) -> bytes:
+    with mock.patch.object(image_encode, "PNG_PART_BYTES", 2**62):
+        return image_encode.png_bytes(rgb)
+
+
 ENCODERS: dict[str, Callable[[np.ndarray], bytes]] = {
-    "opencv": opencv_png, "esr": image_encode.png_bytes, "esr_stdlib_zlib": esr_png_stdlib_zlib}
+    "opencv": opencv_png, "esr": image_encode.png_bytes, "esr_one_part": esr_png_one_part,
+    "esr_stdlib_zlib": esr_png_stdlib_zlib}
 REFERENCE = "opencv"
 
 
