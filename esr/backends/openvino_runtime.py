@@ -197,7 +197,8 @@ class OpenVINORunner:
         precision: ``fp32``, ``bf16``, ``fp16`` or ``int8`` (see the module docstring).
         threads: ``INFERENCE_NUM_THREADS``; 0 lets OpenVINO choose.
         output_shape: the output's shape for an input shape, if known: each call's result is then written
-            straight into a new array (none: copied out of OpenVINO's own buffer). Runners with and without
+            straight into a new array (at bf16/fp16 a 16-bit one, converted to float32 once; none: copied out
+            of OpenVINO's own buffer). Runners with and without
             it never share an infer request (a request keeps writing into the last array it was given).
 
     ``input_hw`` is ``(H, W)`` of a static graph, else None. Thread-safe (one request at a time per compiled model).
