@@ -236,3 +236,46 @@ def test_bf16_output_tensor_is_the_f32_one_rounded_nowhere(deploy_graph):
     for runner in (copying, in_place):
         actual = runner(x)
         assert actual.dtype == np.float32 and np.array_equal(actual, expected)
+
+
+def bf16_runner_or_skip(deploy_graph) -> OpenVINORunner:
+    try:
+        check_support("cpu", "bf16")
+    except EsrError as err:
+        pytest.skip(f"no native bf16 here: {err}")
+    COMPILED.clear()
+    return OpenVINORunner(deploy_graph, "cpu", "bf16", threads=1)
+
+
+def test_bf16_shape_seen_often_moves_to_a_static_compilation_that_matches(deploy_graph, monkeypatch):
+    """At the STATIC_AFTER_16_BIT-th sighting the static compilation is built and checked on that input; RLFN-S's
+    matches bit for bit, so it runs the shape from then on and every call gives the same output. About 2 s."""
+    from esr.backends import openvino_runtime
+
+    monkeypatch.setattr(openvino_runtime, "STATIC_AFTER_16_BIT", 2)
+    runner = bf16_runner_or_skip(deploy_graph)
+    x = np.random.default_rng(3).random((1, 3, 24, 40), dtype=np.float32)
+    first = runner(x)
+    assert [key[-1] for key in COMPILED.models] == [None]
+    second = runner(x)
+    assert [key[-1] for key in COMPILED.models] == [None, (1, 3, 24, 40)]
+    assert COMPILED.verdicts[(*runner.key, (1, 3, 24, 40))] is True
+    runner(np.zeros((1, 3, 16, 16), np.float32))  # another shape: the dynamic compilation, now most recent
+    third = runner(x)
+    assert list(COMPILED.models)[-1][-1] == (1, 3, 24, 40)  # the static one ran this call
+    assert (first == second).all() and (second == third).all()
+
+
+def test_bf16_static_compilation_that_differs_is_dropped_for_good(deploy_graph, monkeypatch):
+    from esr.backends import openvino_runtime
+
+    monkeypatch.setattr(openvino_runtime, "STATIC_AFTER_16_BIT", 2)
+    monkeypatch.setattr(openvino_runtime.np, "array_equal", lambda a, b: False)  # as if it rounded differently
+    runner = bf16_runner_or_skip(deploy_graph)
+    x, y = (np.random.default_rng(4).random((1, 3, h, 32), dtype=np.float32) for h in (24, 28))
+    outputs = [runner(x), runner(x), runner(x)]
+    assert [key[-1] for key in COMPILED.models] == [None]  # built, checked, dropped
+    assert COMPILED.verdicts[runner.key] is False
+    runner(y), runner(y)
+    assert [key[-1] for key in COMPILED.models] == [None]  # no further tries for this configuration
+    assert (outputs[0] == outputs[1]).all() and (outputs[1] == outputs[2]).all()

@@ -24,15 +24,18 @@ second time gets its own static compilation (reshaped), which ran 10-15% faster 
 (RLFN x4, 362x362 tile, 2-thread Xeon with AMX, shared machine: bf16 131 vs 155 ms, f32
 454 vs 499 ms, best of 8) and costs about 0.1 s to compile. A one-off shape (a folder of
 small images of different sizes) thus never pays a compilation; the repeated tile shape of
-a large image does once. At bf16 and f16 the dynamic compilation runs every shape: a static
-one may round differently (128-362 px noise inputs: SPAN x4 with random weights up to 0.32 apart;
-RLFN-S x4 up to 0.05 until the bias fusion above made its two compilations bit-identical), so under
-the sightings rule the same image could come out different on its first and later calls. Over
-folders of images of varied sizes that was also the faster choice for the default model (RLFN-S x4
-bf16, 2-thread Xeon with AMX, whole upscale of Set14 HR: 4.9-5.1 s dynamic, 5.6-5.9 s compiling
-each of its 9 tile shapes on first sight; `esr upscale` of Set14's LR images: 29 images/s against
-15 when each image's shape was compiled); a run of one shape (a video, a large photo) loses what
-a static compilation gains a tile at 256x256: RLFN-S x4 62 vs 52 ms, DITN-Real x4 342 vs 221 ms.
+a large image does once. At bf16 and f16 the dynamic compilation runs a shape until its
+:data:`STATIC_AFTER_16_BIT`-th sighting: a static compilation may round differently (128-362 px noise inputs:
+SPAN x4 with random weights up to 0.32 apart; RLFN-S x4 up to 0.05 until the bias fusion above made its two
+compilations bit-identical), and the same image must not come out different on its first and later calls. At
+that sighting the static compilation is built and run on the same input: if its output equals the dynamic
+one's bit for bit it runs that shape from then on, otherwise it is dropped and the configuration never tries
+again. Compiling on first sight lost over folders of images of varied sizes (RLFN-S x4 bf16, 2-thread Xeon
+with AMX, whole upscale of Set14 HR: 4.9-5.1 s dynamic, 5.6-5.9 s compiling each of its 9 tile shapes;
+`esr upscale` of Set14's LR images: 29 images/s against 15), while a run of one shape (a video's tiles, a
+large photo) gains on every call after the check: RLFN-S x4 at 302 x 352 (a 1080p frame's tile) 3-6 % on a
+busy host (paired, 20 rounds; 116-259 ms to compile), up to 12 % at 288 x 288 on a calm one; RLFN x4 3 %;
+both bit-identical.
 INT8 graphs are always compiled for the static input shape:
 OpenVINO 2026.4 runs esr's QDQ graphs with dynamic shapes far from their meaning (RLFN x4,
 all layers INT8, Set5 LR: 34.0 dB vs fp32 dynamic, 39.2 dB static, onnxruntime 39.2 dB).
@@ -67,6 +70,11 @@ CAPABILITY_OF = {"fp32": "FP32", "bf16": "BF16", "fp16": "FP16", "int8": "INT8"}
 """esr precision -> the ``OPTIMIZATION_CAPABILITIES`` entry a device needs for it."""
 DEVICE_NAMES = {"cpu": "CPU", "gpu": "GPU"}
 """esr device -> OpenVINO device (``gpu``: an Intel GPU)."""
+STATIC_AFTER_16_BIT = 24
+"""At bf16/fp16, the sighting of an input shape at which its static compilation is built and checked (module
+docstring): about where the compilation and the check (116-259 ms and one more call) are paid back by calls
+3-12 % faster, so a run of one shape (a video, a large photo) gains and a folder of varied sizes is untouched
+(Set14 HR's most frequent tile shape comes 22 times)."""
 MAX_COMPILED = 16
 """Compiled models kept in memory (process-wide, least recently used dropped first)."""
 
@@ -158,6 +166,9 @@ class CompiledCache:
         self.capacity = capacity
         self.models: OrderedDict[tuple, Any] = OrderedDict()
         self.sightings: dict[tuple, int] = {}
+        self.verdicts: dict[tuple, bool] = {}
+        """(configuration, shape) -> whether its static compilation gave the dynamic one's output bit for bit;
+        (configuration,) -> False once one shape's did not (no further tries)."""
         self.lock = threading.Lock()
 
     def seen(self, key: tuple) -> int:
@@ -179,10 +190,20 @@ class CompiledCache:
                 self.models.popitem(last=False)
         return compiled
 
+    def judge(self, key: tuple, same: bool) -> None:
+        """Record whether the static compilation ``key`` (configuration + shape) matched the dynamic one; a
+        mismatch drops it and stops further tries for the configuration."""
+        with self.lock:
+            self.verdicts[key] = same
+            if not same:
+                self.verdicts[key[:-1]] = False
+                self.models.pop(key, None)
+
     def clear(self) -> None:
         with self.lock:
             self.models.clear()
             self.sightings.clear()
+            self.verdicts.clear()
 
 
 COMPILED = CompiledCache()
@@ -248,16 +269,30 @@ class OpenVINORunner:
         compiled = ov_core().compile_model(model, self.device_name, self.config)
         return compiled.create_infer_request(), threading.Lock()
 
-    def compiled_for(self, shape: tuple[int, ...]) -> tuple[Any, threading.Lock]:
-        """The (infer request, lock) that runs inputs of ``shape`` (policy in the module docstring)."""
-        if self.input_hw is not None or self.precision in ("bf16", "fp16") or (
-                self.precision != "int8" and COMPILED.seen((*self.key, shape)) == 0):
-            return COMPILED.get((*self.key, None), lambda: self._compile(None))
+    def compiled(self, shape: tuple[int, ...] | None) -> tuple[Any, threading.Lock]:
+        """The (infer request, lock) of the compilation for ``shape`` (None: the graph's own shapes)."""
         return COMPILED.get((*self.key, shape), lambda: self._compile(shape))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Run one input (policy of compilations per shape in the module docstring)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
-        request, lock = self.compiled_for(tuple(x.shape))
+        shape = tuple(x.shape)
+        if self.input_hw is not None:
+            return self._infer(self.compiled(None), x)
+        if self.precision == "int8":
+            return self._infer(self.compiled(shape), x)
+        sightings = COMPILED.seen((*self.key, shape)) + 1
+        if self.precision == "fp32":
+            return self._infer(self.compiled(shape if sightings > 1 else None), x)
+        if COMPILED.verdicts.get((*self.key, shape)):
+            return self._infer(self.compiled(shape), x)
+        out = self._infer(self.compiled(None), x)
+        if sightings == STATIC_AFTER_16_BIT and COMPILED.verdicts.get(self.key) is not False:
+            COMPILED.judge((*self.key, shape), np.array_equal(self._infer(self.compiled(shape), x), out))
+        return out
+
+    def _infer(self, compiled: tuple[Any, threading.Lock], x: np.ndarray) -> np.ndarray:
+        request, lock = compiled
         with lock:
             if self.output_shape is None:
                 request.infer({0: x}, share_inputs=True)
