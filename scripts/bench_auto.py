@@ -22,6 +22,10 @@
 
 5. ``also`` (``--also-model NAME``, repeatable): part 1's Set14 HR comparison and its ceiling for another zoo model.
 
+``host_probe``: one 256x256 call of onnxruntime fp32 and of OpenVINO bf16 timed at the start and at the end, to
+read beside ``bench_precision.py``'s figures: on a shared host the bf16 (AMX) path can slow down far more than the
+fp32 one while a neighbour is busy, and the ratios of the run with it.
+
 All figures land in one JSON under ``--out`` with the machine. Needs ``$ESR_SHARED`` (Set5, Set14, T91).
 
 Usage: python scripts/bench_auto.py [--model NAME] [--threads 2] [--repeats 3] [--int8] [--also-model NAME]
@@ -131,10 +135,11 @@ def ceiling(folder: Path, model: str | None, threads: int, cache: Path, passes: 
     onnxruntime fp32, ``passes`` interleaved passes; per image, the median pass's whole upscale and the time
     spent inside the model calls (the rest is tiling, blending and quantising).
 
-    ``file_io_ms_per_image``: what ``esr upscale`` adds per image, on one thread: decoding the input
-    (``read_image``) and encoding its x4 output as PNG (``encode_image``). ``overlap_bound_ratio``: the
-    end-to-end ratio if that work overlapped the model perfectly on ``threads`` cores (whole upscale +
-    file IO / threads per image, both runs): what no pipeline can beat while the model keeps every core busy."""
+    ``file_io_ms_per_image``: what ``esr upscale`` adds per image: decoding the input (``read_image``, one
+    thread) and encoding its x4 output as PNG (``encode_image``, its parts in parallel), wall time (fastest pass);
+    ``file_io_cpu_ms_per_image`` the same work's CPU time over all threads (mean pass). ``overlap_bound_ratio``:
+    the end-to-end ratio if that work overlapped the model perfectly on ``threads`` cores (whole upscale + file IO
+    CPU time / threads per image, both runs): what no pipeline can beat while the model keeps every core busy."""
     import numpy as np
     import torch
 
@@ -180,19 +185,54 @@ def ceiling(folder: Path, model: str | None, threads: int, cache: Path, passes: 
     record["images"], record["passes"] = len(images), passes
     record["upscale_ratio"] = reference["upscale_ms_per_image"] / auto["upscale_ms_per_image"]
     record["model_ratio"] = reference["model_ms_per_image"] / auto["model_ms_per_image"]
-    decode = time_runs(lambda: [read_image(path) for path in paths], runs=passes, warmup=0)
-    encode = time_runs(lambda: [encode_image(out, ".png") for out in outputs], runs=passes, warmup=0)
-    io_ms = {"decode": decode.min_ms / len(paths), "encode_png": encode.min_ms / len(paths)}
-    record["file_io_ms_per_image"] = io_ms
-    spread = sum(io_ms.values()) / threads
+    io_ms, io_cpu_ms = {}, {}
+    for label, work in (("decode", lambda: [read_image(path) for path in paths]),
+                        ("encode_png", lambda: [encode_image(out, ".png") for out in outputs])):
+        cpu_start = time.process_time()
+        wall = time_runs(work, runs=passes, warmup=0)
+        io_ms[label] = wall.min_ms / len(paths)
+        io_cpu_ms[label] = (time.process_time() - cpu_start) * 1e3 / passes / len(paths)
+    record["file_io_ms_per_image"], record["file_io_cpu_ms_per_image"] = io_ms, io_cpu_ms
+    spread = sum(io_cpu_ms.values()) / threads
     record["overlap_bound_ratio"] = (reference["upscale_ms_per_image"] + spread) / (auto["upscale_ms_per_image"] + spread)
     print(f"ceiling (no file IO): model calls {record['model_ratio']:.2f}x, whole upscale {record['upscale_ratio']:.2f}x "
           f"({auto['model_ms_per_image']:.0f}/{auto['upscale_ms_per_image']:.0f} ms vs "
           f"{reference['model_ms_per_image']:.0f}/{reference['upscale_ms_per_image']:.0f} ms per image); file IO "
-          f"{io_ms['decode']:.0f} ms decoding + {io_ms['encode_png']:.0f} ms encoding per image: at best "
+          f"{io_ms['decode']:.0f} ms decoding + {io_ms['encode_png']:.0f} ms encoding per image (CPU time "
+          f"{io_cpu_ms['decode']:.0f} + {io_cpu_ms['encode_png']:.0f} ms): at best "
           f"{record['overlap_bound_ratio']:.2f}x end to end", flush=True)
     return record
 
+
+
+PROBES = (("onnxruntime", "fp32"), ("openvino", "bf16"))
+"""What :func:`host_probe` times: the reference and the path auto picks on a machine with AMX."""
+
+
+def host_probe(model: str | None, threads: int, runs: int = 5) -> dict[str, float | None]:
+    """Median ms of one 1x3x256x256 call of each of :data:`PROBES` (None where this machine cannot run it):
+    taken at the start and the end of a run, beside ``bench_precision.py``'s figures for the same call, they
+    show how busy the (shared) host was while the run measured."""
+    import torch
+
+    from esr.backends import create_backend
+    from esr.bench import time_runs
+    from esr.errors import EsrError
+    from esr.loading import open_model
+    from esr.zoo import DEFAULT_MODEL
+
+    loaded = open_model(model or DEFAULT_MODEL)
+    x = torch.rand(1, 3, 256, 256)
+    probe: dict[str, float | None] = {}
+    for name, precision in PROBES:
+        try:
+            backend = create_backend(name, loaded, "cpu", precision, threads)
+        except EsrError:
+            probe[f"{name}_{precision}_ms"] = None
+            continue
+        probe[f"{name}_{precision}_ms"] = time_runs(lambda: backend(x), runs=runs, warmup=1).median_ms
+    print("host probe (ms per 256x256 call):", ", ".join(f"{k} {v:.0f}" for k, v in probe.items() if v), flush=True)
+    return probe
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (data / "Set14" / "HR").is_dir():
         print(f"error: {data}: Set14/Set5 not found (set ESR_SHARED)", file=sys.stderr)
         return 2
-    record: dict = {"model": args.model or DEFAULT_MODEL, "threads": args.threads, "machine": machine_info()}
+    record: dict = {"model": args.model or DEFAULT_MODEL, "threads": args.threads, "machine": machine_info(),
+                    "host_probe": {"start": host_probe(args.model, args.threads)}}
     threads = ["--threads", str(args.threads)]
     with tempfile.TemporaryDirectory(prefix="esr-bench-auto-") as tmp:
         work = Path(tmp)
@@ -260,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                               "set5_psnr_y": int8_psnr, "delta_db": int8_psnr - evals["reference"]}
             print(f"int8 (esr quantize + auto): {speedup:.2f}x over onnxruntime fp32, Set5 "
                   f"{record['int8']['delta_db']:+.3f} dB")
+    record["host_probe"]["end"] = host_probe(args.model, args.threads)
     record["load_avg_after"] = machine_info()["load_avg"]
     path = save_result(record, args.out, "bench_auto")
     print(f"{record['machine']['cpu']}; load {record['machine']['load_avg']} -> {record['load_avg_after']}; saved {path}")

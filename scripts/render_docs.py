@@ -83,7 +83,8 @@ def table(records: Iterable[Record], columns: list[tuple]) -> str:
 def namespace(results: Path = RESULTS) -> dict[str, Any]:
     """Variables for the placeholders: one per ``*.json`` in ``results`` plus the helpers."""
     names: dict[str, Any] = {"pick": pick, "table": table, "last_until": last_until, "cell": cell, "round": round, "len": len,
-                             "min": min, "max": max, "sum": sum, "sorted": sorted, "abs": abs, "str": str, "range": range}
+                             "min": min, "max": max, "sum": sum, "sorted": sorted, "abs": abs, "str": str, "range": range,
+                             "zip": zip}
     for path in sorted(results.glob("*.json")):
         names[path.stem] = as_records(json.loads(path.read_text()))
     for path in sorted(results.glob("*.jsonl")):  # one JSON object per line (e.g. `esr models --json`)
