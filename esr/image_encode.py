@@ -85,16 +85,16 @@ def png_pool() -> ThreadPoolExecutor:
 os.register_at_fork(after_in_child=png_pool.cache_clear)
 
 
+ADLER_BASE = 65521
+"""Adler-32's modulus."""
+
+
 def adler32_combine(first: int, second: int, second_length: int) -> int:
     """The Adler-32 of two byte strings joined, from each one's checksum and the second's length (zlib's
     ``adler32_combine``, which Python's zlib does not expose)."""
     low = ((first & 0xFFFF) + (second & 0xFFFF) - 1) % ADLER_BASE
     high = ((first >> 16) + (second >> 16) + second_length * ((first & 0xFFFF) - 1)) % ADLER_BASE
     return low | high << 16
-
-
-ADLER_BASE = 65521
-"""Adler-32's modulus."""
 
 
 def zlib_module() -> Any:
@@ -129,7 +129,7 @@ def png_bytes(pixels: np.ndarray, icc: bytes | None = None) -> bytes:
         parts += png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc))
     part_rows = PNG_BLOCK_ROWS * max(1, PNG_PART_BYTES // (PNG_BLOCK_ROWS * (rows.shape[1] + 1)))
     spans = [(top, min(top + part_rows, height)) for top in range(0, height, part_rows)]
-    if len(spans) == 1:
+    if len(spans) == 1:  # one part: no hand-over to a worker thread
         deflated = [deflate_part(rows, 0, height, True)]
     else:
         running = [png_pool().submit(deflate_part, rows, start, stop, stop == height) for start, stop in spans]

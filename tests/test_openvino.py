@@ -30,6 +30,21 @@ def set5_lr(shared) -> list[np.ndarray]:
             for p in files]
 
 
+def skip_without_bf16() -> None:
+    """Skip the calling test where OpenVINO's CPU device has no native bf16 (CI may lack AMX)."""
+    try:
+        check_support("cpu", "bf16")
+    except EsrError as err:
+        pytest.skip(f"no native bf16 here: {err}")
+
+
+def bf16_runner_or_skip(deploy_graph) -> OpenVINORunner:
+    """A bf16 runner of ``deploy_graph`` with the compiled-model cache emptied (skips without native bf16)."""
+    skip_without_bf16()
+    COMPILED.clear()
+    return OpenVINORunner(deploy_graph, "cpu", "bf16", threads=1)
+
+
 def test_fp32_matches_onnxruntime_on_set5(deploy_graph, set5_lr):
     session = ort_session(deploy_graph, threads=1)
     runner = OpenVINORunner(deploy_graph, "cpu", "fp32", threads=1)
@@ -136,10 +151,7 @@ def test_bf16_split_of_the_image_conv_is_exact_in_f32_and_recovers_bf16_fidelity
     assert split_image_convs(split) == 0  # applied once: the conv reads 12 channels now
     reference = ov_core().compile_model(plain, "CPU", config)(x)[0]
     assert float(np.abs(ov_core().compile_model(split, "CPU", config)(x)[0] - reference).max()) <= 1e-5
-    try:
-        check_support("cpu", "bf16")
-    except EsrError as err:
-        pytest.skip(f"no native bf16 here: {err}")
+    skip_without_bf16()
     bf16 = OpenVINORunner(deploy_graph, "cpu", "bf16", threads=1)
     assert fidelity_psnr([reference], [bf16(x)]) >= 56.0  # measured 57.2-57.4; without the split 52.0
 
@@ -147,12 +159,7 @@ def test_bf16_split_of_the_image_conv_is_exact_in_f32_and_recovers_bf16_fidelity
 def test_bf16_gives_the_same_output_on_every_call(deploy_graph):
     """At bf16 a static compilation rounds differently from the dynamic one (47 dB apart on noise), so every shape
     runs the dynamic one: an image comes out the same whatever ran before it. About 1 s."""
-    try:
-        check_support("cpu", "bf16")
-    except EsrError as err:
-        pytest.skip(f"no native bf16 here: {err}")
-    COMPILED.clear()
-    runner = OpenVINORunner(deploy_graph, "cpu", "bf16", threads=1)
+    runner = bf16_runner_or_skip(deploy_graph)
     x = np.random.default_rng(0).random((1, 3, 24, 40), dtype=np.float32)
     first, second = runner(x), runner(x)
     assert np.array_equal(first, second) and [key[-1] for key in COMPILED.models] == [None]
@@ -222,10 +229,7 @@ def test_16_bit_outputs_read_as_float32():
 def test_bf16_output_tensor_is_the_f32_one_rounded_nowhere(deploy_graph):
     """At bf16 the output tensor is bf16 (the last layer computes in bf16 anyway): on RLFN-S the values are exactly
     those of an f32 output tensor, in both the copying and the in-place runner."""
-    try:
-        check_support("cpu", "bf16")
-    except EsrError as err:
-        pytest.skip(f"no native bf16 here: {err}")
+    skip_without_bf16()
     x = np.random.default_rng(2).random((1, 3, 40, 56), dtype=np.float32)
     f32_output = OpenVINORunner(deploy_graph, "cpu", "bf16", threads=1)
     f32_output.output_type, f32_output.key = None, (*f32_output.key, "f32 output")
@@ -238,13 +242,6 @@ def test_bf16_output_tensor_is_the_f32_one_rounded_nowhere(deploy_graph):
         assert actual.dtype == np.float32 and np.array_equal(actual, expected)
 
 
-def bf16_runner_or_skip(deploy_graph) -> OpenVINORunner:
-    try:
-        check_support("cpu", "bf16")
-    except EsrError as err:
-        pytest.skip(f"no native bf16 here: {err}")
-    COMPILED.clear()
-    return OpenVINORunner(deploy_graph, "cpu", "bf16", threads=1)
 
 
 def test_bf16_shape_seen_often_moves_to_a_static_compilation_that_matches(deploy_graph, monkeypatch):
