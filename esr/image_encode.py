@@ -22,13 +22,13 @@ import os
 import struct
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
 from typing import Any, Callable
 
 import cv2
 import numpy as np
 
 from esr.errors import EsrError
+from esr.pools import worker_pool
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -75,14 +75,9 @@ depends only on the image, so the bytes are the same on any machine; a Set14 x4 
 side) has 4 parts of 512 rows."""
 
 
-@lru_cache(maxsize=1)
 def png_pool() -> ThreadPoolExecutor:
-    """The process's worker threads for PNG parts (one per CPU; the deflate and numpy release the GIL); a
-    forked child makes its own (threads do not survive a fork)."""
-    return ThreadPoolExecutor(os.cpu_count() or 1, "esr-png")
-
-
-os.register_at_fork(after_in_child=png_pool.cache_clear)
+    """The process's worker threads for PNG parts (one per CPU; the deflate and numpy release the GIL)."""
+    return worker_pool("esr-png", os.cpu_count() or 1)
 
 
 ADLER_BASE = 65521

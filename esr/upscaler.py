@@ -14,7 +14,9 @@ straight from the model's output.
 Automatic tile size (``tile=0``): an image runs in one pass when
 ``H * W * BYTES_PER_INPUT_PIXEL <= memory_budget``; otherwise the tile side is
 ``floor(sqrt(memory_budget / BYTES_PER_INPUT_PIXEL)) - 2 * tile_pad`` (at least
-``MIN_TILE``). A backend with a size limit (``max_hw``, e.g. a TensorRT profile or a
+``MIN_TILE``). A backend with streams (:func:`esr.backends.tile_runner`: OpenVINO on a CPU) runs that many
+tiles at once, each on its share of the threads; tiles are blended in order whatever order they finish in,
+so the output is the same as one tile at a time. A backend with a size limit (``max_hw``, e.g. a TensorRT profile or a
 static ONNX shape) caps the tile so that ``tile + 2 * tile_pad`` fits it (``tile_pad`` shrinks to a
 quarter of a limit smaller than ``4 * tile_pad``). A model whose
 descriptor says tiling is ``internal`` (it tiles itself) or ``discouraged`` is run in one
@@ -34,20 +36,25 @@ import math
 import os
 import warnings
 from dataclasses import replace
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import cv2
 import numpy as np
 import torch
 
-from esr.backends import Backend
+from esr.backends import Backend, tile_runner
 from esr.channels import run_on_channels
 from esr.errors import EsrError
 from esr.image_io import Image
+from esr.pools import ordered_map, worker_pool
 
 BYTES_PER_INPUT_PIXEL = 4096
 """Peak memory one model call needs per input pixel (RLFN-S x4 fp32 on CPU measures about
-2.3 KB; rounded up for the larger zoo models and allocator slack)."""
+2.3 KB; rounded up for the larger zoo models and allocator slack). It also covers OpenVINO's two tiles in
+flight (streams) for the zoo's models: peak over the process before the first call, compilation included,
+at 362 x 362, two calls at once: RLFN-S x4 / RLFN x4 bf16 2.7 KB, fp32 3.5 / 3.7 KB (one call: 1.4 and
+2.0-2.1 KB). A heavier model exceeds it either way (DITN-Real x4 fp32: 6.1 KB one call, 10.0 KB two); an
+out-of-memory error halves the tile."""
 
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
 """Bytes one model call may use when ``tile=0`` (512 MiB: whole images up to about 360 x 360)."""
@@ -198,6 +205,7 @@ class Upscaler:
         if outscale is not None and outscale <= 0:
             raise ValueError("outscale must be > 0")
         self.backend = backend
+        self.run_tile, self.streams = tile_runner(backend)
         self.descriptor = backend.descriptor
         self.scale = self.descriptor.scale
         if tile and self.descriptor.tiling != "supported":
@@ -224,11 +232,11 @@ class Upscaler:
                 tile = cap
         return tile
 
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
-        """(1, C, h, w) float, C in {1, 3, 4} -> (1, C, h*s, w*s), fitted to the model's channels by
-        :func:`esr.channels.run_on_channels` (gray through an RGB model as RGB, averaged back; colour
-        through a gray model plane by plane; an opaque alpha added for an RGBA model)."""
-        return run_on_channels(self.backend, x, self.descriptor.in_channels, self.descriptor.out_channels)
+    def _run(self, x: torch.Tensor, run: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """(1, C, h, w) float, C in {1, 3, 4} -> (1, C, h*s, w*s) by ``run`` (default: the backend), fitted to the
+        model's channels by :func:`esr.channels.run_on_channels` (gray through an RGB model as RGB, averaged back;
+        colour through a gray model plane by plane; an opaque alpha added for an RGBA model)."""
+        return run_on_channels(run or self.backend, x, self.descriptor.in_channels, self.descriptor.out_channels)
 
     def bands(self, src: torch.Tensor, max_value: float, tile: int, progress: Progress | None = None,
               clamp: bool = True) -> Iterator[tuple[int, torch.Tensor]]:
@@ -252,24 +260,35 @@ class Upscaler:
         strip = (rows[0][1] - rows[0][0]) * s
         buffer = torch.zeros(channels, strip, width * s)
         top = 0  # output row of buffer[:, 0]
-        for r, (y0, y1) in enumerate(rows):
-            if y0 * s > top:
+        places = [(r, c) for r in range(len(rows)) for c in range(len(cols))]
+        inputs = (src[None, :, rows[r][0]:rows[r][1], cols[c][0]:cols[c][1]] for r, c in places)
+        for (r, c), out in zip(places, self._tile_outputs(inputs, max_value)):
+            (y0, _), (x0, x1) = rows[r], cols[c]
+            if y0 * s > top:  # a new row of tiles: the rows above it are finished
                 done, keep = y0 * s - top, top + strip - y0 * s
                 yield top, buffer[:, :done].clamp_(0, 1) if clamp else buffer[:, :done]
                 buffer[:, :keep] = buffer[:, done:done + keep].clone()
                 buffer[:, keep:] = 0
                 top = y0 * s
-            for c, (x0, x1) in enumerate(cols):
-                out = self._tile(src[None, :, y0:y1, x0:x1], max_value)
-                add_weighted_(buffer[:, :, x0 * s:x1 * s], out, row_w[r], col_w[c])
-                if progress is not None:
-                    progress(1.0 / (len(rows) * len(cols)))
+            add_weighted_(buffer[:, :, x0 * s:x1 * s], out, row_w[r], col_w[c])
+            if progress is not None:
+                progress(1.0 / len(places))
         yield top, buffer[:, :height * s - top].clamp_(0, 1) if clamp else buffer[:, :height * s - top]
 
-    def _tile(self, tile_in: torch.Tensor, max_value: float) -> torch.Tensor:
-        """(1, C, h, w) input of any dtype scaled by ``max_value`` -> (C, h*s, w*s) float model output (read only:
-        it may be an inference tensor); FloatingPointError if it holds a NaN/Inf."""
-        out = self._run(tile_in.float() / max_value)[0]
+    def _tile_outputs(self, inputs: Iterable[torch.Tensor], max_value: float) -> Iterator[torch.Tensor]:
+        """:meth:`_tile` of each of ``inputs`` (an image's tiles), in order, ``streams`` at a time."""
+        def run(tile_in: torch.Tensor) -> torch.Tensor:
+            return self._tile(tile_in, max_value, self.run_tile)
+
+        if self.streams == 1:
+            return map(run, inputs)
+        return ordered_map(run, inputs, worker_pool("esr-tiles", self.streams), self.streams)
+
+    def _tile(self, tile_in: torch.Tensor, max_value: float,
+              run: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """(1, C, h, w) input of any dtype scaled by ``max_value`` -> (C, h*s, w*s) float model output by ``run``
+        (default: the backend; read only: it may be an inference tensor); FloatingPointError if it holds a NaN/Inf."""
+        out = self._run(tile_in.float() / max_value, run)[0]
         if not math.isfinite(float(out.sum())):  # a NaN/Inf anywhere reaches the sum; 10x cheaper than isfinite()
             raise FloatingPointError("model output has NaN/Inf")
         return out

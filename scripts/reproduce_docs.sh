@@ -34,6 +34,8 @@ if has upscale; then
   python scripts/bench_upscale.py --repeats 5 --out $R/bench_upscale.json
   step "PNG writing: esr's writer vs OpenCV's on Set14 x4 outputs"
   python scripts/bench_png.py --repeats 5 --out $R/bench_png.json
+  step "OpenVINO tiles two at a time (streams) vs one at a time, in process, Set14 HR"
+  python scripts/bench_streams.py --passes 5 --out $R/bench_streams.json
 fi
 if has video; then
   step "video: 10 s 320x180 pipeline vs --jobs 0; 60 s 640x360 peak RSS"

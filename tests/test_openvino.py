@@ -55,6 +55,40 @@ def test_fp32_matches_onnxruntime_on_set5(deploy_graph, set5_lr):
         assert float(np.abs(actual - expected).max()) <= 1e-4  # measured about 3e-6
 
 
+def test_streamed_calls_from_two_threads_match_plain_calls(deploy_graph, set5_lr):
+    """Two streams (a THROUGHPUT compilation, one request each) serve calls from two threads at once; each caller
+    gets its own input's result, equal to a plain call's (measured bit for bit; the bound is the parity one).
+    The first two calls arrive together on an empty cache: one compilation, built once (two OpenVINO builds at
+    once deadlocked)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    COMPILED.clear()
+    runner = OpenVINORunner(deploy_graph, "cpu", "fp32", threads=2,
+                            output_shape=lambda shape: (shape[0], 3, shape[2] * 4, shape[3] * 4))
+    assert runner.streams == 2 and OpenVINORunner(deploy_graph, "cpu", "fp32", threads=1).streams == 1
+    builds, compile_once = [], runner._compile
+    runner._compile = lambda shape, streams: builds.append((shape, streams)) or compile_once(shape, streams)
+    inputs = set5_lr * 2  # five shapes: the dynamic compilation, then each shape's static one from its second call
+    with ThreadPoolExecutor(2) as pool:
+        streamed = [future.result(timeout=120) for future in [pool.submit(runner.run_streamed, x) for x in inputs]]
+    assert builds.count((None, 2)) == 1 and len(builds) == len(set(builds)) == 6  # each built once
+    plain = [runner(x) for x in inputs]
+    for expected, actual in zip(plain, streamed):
+        assert float(np.abs(actual - expected).max()) <= 1e-4
+    streamed_compilations = [key for key in COMPILED.models if key[-2] == 2]
+    assert streamed_compilations and all(COMPILED.models[key].free.qsize() == 2 for key in streamed_compilations)
+    assert ov_compiled_streams(runner) == {1: "1", 2: "2"}
+
+
+def ov_compiled_streams(runner: OpenVINORunner) -> dict[int, str]:
+    """streams -> the NUM_STREAMS OpenVINO compiled for the runner's configuration (from a fresh compilation)."""
+    import openvino as ov
+
+    core = ov.Core()
+    return {streams: str(core.compile_model(str(runner.path), "CPU", runner.config(streams)).get_property("NUM_STREAMS"))
+            for streams in (1, runner.streams)}
+
+
 def test_shape_seen_twice_gets_a_static_compilation(deploy_graph):
     COMPILED.clear()
     runner = OpenVINORunner(deploy_graph, "cpu", "fp32", threads=1)
@@ -232,7 +266,7 @@ def test_bf16_output_tensor_is_the_f32_one_rounded_nowhere(deploy_graph):
     skip_without_bf16()
     x = np.random.default_rng(2).random((1, 3, 40, 56), dtype=np.float32)
     f32_output = OpenVINORunner(deploy_graph, "cpu", "bf16", threads=1)
-    f32_output.output_type, f32_output.key = None, (*f32_output.key, "f32 output")
+    f32_output.output_type, f32_output.fingerprint = None, f"{f32_output.fingerprint} f32 output"
     expected = f32_output(x)
     copying = OpenVINORunner(deploy_graph, "cpu", "bf16", threads=1)
     in_place = OpenVINORunner(deploy_graph, "cpu", "bf16", threads=1,
@@ -256,7 +290,7 @@ def test_bf16_shape_seen_often_moves_to_a_static_compilation_that_matches(deploy
     assert [key[-1] for key in COMPILED.models] == [None]
     second = runner(x)
     assert [key[-1] for key in COMPILED.models] == [None, (1, 3, 24, 40)]
-    assert COMPILED.verdicts[(*runner.key, (1, 3, 24, 40))] is True
+    assert COMPILED.verdicts[(*runner.key(), (1, 3, 24, 40))] is True
     runner(np.zeros((1, 3, 16, 16), np.float32))  # another shape: the dynamic compilation, now most recent
     third = runner(x)
     assert list(COMPILED.models)[-1][-1] == (1, 3, 24, 40)  # the static one ran this call
@@ -272,7 +306,7 @@ def test_bf16_static_compilation_that_differs_is_dropped_for_good(deploy_graph, 
     x, y = (np.random.default_rng(4).random((1, 3, h, 32), dtype=np.float32) for h in (24, 28))
     outputs = [runner(x), runner(x), runner(x)]
     assert [key[-1] for key in COMPILED.models] == [None]  # built, checked, dropped
-    assert COMPILED.verdicts[runner.key] is False
+    assert COMPILED.verdicts[runner.key()] is False
     runner(y), runner(y)
     assert [key[-1] for key in COMPILED.models] == [None]  # no further tries for this configuration
     assert (outputs[0] == outputs[1]).all() and (outputs[1] == outputs[2]).all()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -136,6 +137,49 @@ def test_out_of_memory_halves_the_tile_and_retries():
     assert backend.calls[0] == (100, 100) and max(max(c) for c in backend.calls[1:]) <= 60
 
 
+class StreamedNearestBackend(NearestBackend):
+    """:class:`NearestBackend` with two streams: ``run_streamed`` sleeps a little, in shuffled order, and records
+    how many of its calls ran at once."""
+
+    streams = 2
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        super().__init__()
+        self.lock, self.running, self.most_at_once, self.streamed, self.fail_at = threading.Lock(), 0, 0, 0, fail_at
+
+    def run_streamed(self, x: torch.Tensor) -> torch.Tensor:
+        with self.lock:
+            self.running += 1
+            self.streamed += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+            number = self.streamed
+        try:
+            time.sleep(0.001 * (number * 7 % 5))  # finish out of order
+            if number == self.fail_at:
+                raise FloatingPointError("model output has NaN/Inf")
+            return NearestBackend.__call__(self, x)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_streamed_tiles_blend_to_the_same_output_at_most_streams_at_once():
+    pixels = RNG.integers(0, 256, (97, 83, 3), dtype=np.uint8)
+    streamed = StreamedNearestBackend()
+    out = Upscaler(streamed, tile=16, tile_pad=4).upscale_array(pixels)
+    np.testing.assert_array_equal(out, Upscaler(NearestBackend(), tile=16, tile_pad=4).upscale_array(pixels))
+    assert streamed.streamed == len(streamed.calls) > 20 and streamed.most_at_once == 2
+    assert Upscaler(streamed).upscale_array(pixels[:20, :20]).shape == (40, 40, 3)  # one pass: a plain call
+    assert streamed.streamed == len(streamed.calls) - 1
+
+
+def test_a_failing_streamed_tile_fails_the_image_after_the_running_ones_end():
+    streamed = StreamedNearestBackend(fail_at=5)
+    with pytest.raises(FloatingPointError):
+        Upscaler(streamed, tile=16, tile_pad=4).upscale_array(RNG.integers(0, 256, (97, 83, 3), dtype=np.uint8))
+    assert streamed.running == 0 and streamed.streamed <= 5 + streamed.streams
+
+
 def test_auto_tile_rule_follows_the_memory_budget():
     upscaler = Upscaler(NearestBackend(), tile=0, tile_pad=16, memory_budget=512 * 2**20)
     assert upscaler.tile_for(300, 300) == 0  # 300*300*4096 B < 512 MiB: one pass
@@ -143,6 +187,7 @@ def test_auto_tile_rule_follows_the_memory_budget():
     # the rule --help states is the rule the code applies
     assert f"H*W*{BYTES_PER_INPUT_PIXEL} bytes <= {DEFAULT_MEMORY_BUDGET // 2**20} MiB" in EPILOG
     assert f"- 2*pad = {Upscaler(NearestBackend()).tile_for(4000, 3000)} px (pad 16)" in EPILOG.replace("\n", " ")
+    assert Upscaler(StreamedNearestBackend(), tile=0, tile_pad=16).tile_for(4000, 3000) == 362 - 32  # same tiles
 
 
 @pytest.mark.parametrize("tiling", ["internal", "discouraged"])

@@ -15,6 +15,10 @@ device. Attributes every backend has:
 - ``max_hw``: ``(H, W)`` the largest input it accepts, or ``None`` for any size
   (the :class:`esr.upscaler.Upscaler` tiles inputs to fit).
 
+Optionally ``streams`` > 1 with ``run_streamed(x)``: a call like ``backend(x)`` that ``streams`` threads may
+make at once, each on its share of the runtime's threads (slower alone, more calls per second together); the
+upscaler runs a large image's tiles this way (:func:`tile_runner`). OpenVINO on a CPU has it.
+
 :data:`BACKENDS` holds one :class:`BackendSpec` per runtime (name, devices, precisions, model
 kinds it runs, availability check, the class to import); :func:`create_backend` builds one.
 Adding a runtime = its module in this package + one :func:`register_backend` line below.
@@ -44,6 +48,13 @@ class Backend(Protocol):
     max_hw: tuple[int, int] | None
 
     def __call__(self, x: "torch.Tensor") -> "torch.Tensor": ...
+
+
+def tile_runner(backend: Backend) -> tuple[Callable[["torch.Tensor"], "torch.Tensor"], int]:
+    """(run, count): how the tiles of one image are run: ``backend.run_streamed`` ``backend.streams`` at a
+    time where the backend has streams, else ``backend`` itself, one at a time."""
+    streams = getattr(backend, "streams", 1)
+    return (backend.run_streamed, streams) if streams > 1 else (backend, 1)
 
 
 @dataclass(frozen=True)

@@ -40,21 +40,31 @@ INT8 graphs are always compiled for the static input shape:
 OpenVINO 2026.4 runs esr's QDQ graphs with dynamic shapes far from their meaning (RLFN x4,
 all layers INT8, Set5 LR: 34.0 dB vs fp32 dynamic, 39.2 dB static, onnxruntime 39.2 dB).
 Compiled models live in a process-wide LRU cache keyed by (graph fingerprint, device,
-precision, threads, shape).
+precision, threads, output into esr's arrays, streams, shape).
 
-``PERFORMANCE_HINT`` is ``LATENCY`` (one request at a time: THROUGHPUT's per-core streams ran
-a single tile 1.9x slower) and ``INFERENCE_NUM_THREADS`` is the requested thread count.
+Streams: a call (``runner(x)``) runs on a ``LATENCY`` compilation, one request at a time on all the threads
+(``INFERENCE_NUM_THREADS``, the requested count). :meth:`OpenVINORunner.run_streamed` runs on a ``THROUGHPUT``
+compilation of :data:`TILE_STREAMS` streams sharing those threads, one request each, so that many calls
+run at once: the tiles of a large image (:class:`esr.upscaler.Upscaler`). Alone, a streamed call is slower
+(a 256 x 256 tile 1.9x on half the threads); together they do more, as the threads no longer meet after every
+layer: RLFN-S x4 bf16, 2-thread Xeon with AMX on a busy shared host, Set14 HR's 48 tiles (model calls only,
+median of 3 interleaved rounds) 1.23-1.30x; the whole in-process upscale of Set14 HR 1.19x (paired median of 7,
+each pair 1.05-1.39x; ``scripts/bench_streams.py``). The streams' output equals the single request's bit for
+bit (RLFN-S x4 and RLFN x4 bf16, RLFN-S x4 f32, 64-362 px), so an image comes out the same either way.
 OpenVINO's ``CACHE_DIR`` is not used: it saved 0.1-0.3 s of a 0.4-0.6 s compilation
 (RLFN x4, DITN-Real x4) at the price of a 2-4 MB blob per shape on disk.
 """
 from __future__ import annotations
 
 import hashlib
+import os
+import queue
 import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -75,6 +85,12 @@ STATIC_AFTER_16_BIT = 24
 docstring): about where the compilation and the check (116-259 ms and one more call) are paid back by calls
 3-12 % faster, so a run of one shape (a video, a large photo) gains and a folder of varied sizes is untouched
 (Set14 HR's most frequent tile shape comes 22 times)."""
+TILE_STREAMS = 2
+"""Streams of :meth:`OpenVINORunner.run_streamed` on a CPU with at least as many threads (else 1: no streams).
+Two tiles in flight stay within the upscaler's memory rule for the zoo's models
+(:data:`esr.upscaler.BYTES_PER_INPUT_PIXEL`); more would need smaller tiles, which cost more than they gain
+(RLFN-S x4 bf16 with tiles from half the budget, 224 px: 13 % more time one at a time, and 2.4 dB further
+from the one-pass output)."""
 MAX_COMPILED = 16
 """Compiled models kept in memory (process-wide, least recently used dropped first)."""
 
@@ -159,6 +175,31 @@ def file_fingerprint(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def stream_count(device_name: str, threads: int) -> int:
+    """Streams :meth:`OpenVINORunner.run_streamed` uses: :data:`TILE_STREAMS` on a CPU with at least that many
+    threads (``threads``, or the CPUs this process may use when 0), else 1."""
+    available = threads or len(os.sched_getaffinity(0))
+    return TILE_STREAMS if device_name == "CPU" and available >= TILE_STREAMS else 1
+
+
+class InferRequests:
+    """A compiled model's infer requests, one per stream, lent to one call at a time (thread-safe)."""
+
+    def __init__(self, compiled: Any, count: int) -> None:
+        self.free: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(count):
+            self.free.put(compiled.create_infer_request())
+
+    @contextmanager
+    def lend(self) -> Iterator[Any]:
+        """A free request (waits for one), given back when the block ends."""
+        request = self.free.get()
+        try:
+            yield request
+        finally:
+            self.free.put(request)
+
+
 class CompiledCache:
     """Process-wide LRU of compiled models and the shapes seen per graph configuration (thread-safe)."""
 
@@ -170,6 +211,7 @@ class CompiledCache:
         """(configuration, shape) -> whether its static compilation gave the dynamic one's output bit for bit;
         (configuration,) -> False once one shape's did not (no further tries)."""
         self.lock = threading.Lock()
+        self.building = threading.Lock()
 
     def seen(self, key: tuple) -> int:
         """Count one more sighting of ``key`` and return how many there were before."""
@@ -179,16 +221,29 @@ class CompiledCache:
             return before
 
     def get(self, key: tuple, build) -> Any:  # noqa: ANN001 (a zero-argument factory)
+        """The model cached under ``key``, else ``build()``'s, cached. One build at a time (two threads reading
+        and editing models in OpenVINO at once, a large image's first two streamed tiles, deadlocked); a cached
+        model is returned without waiting for a build."""
+        cached = self._cached(key)
+        if cached is not None:
+            return cached
+        with self.building:
+            cached = self._cached(key)  # built by another thread meanwhile
+            if cached is not None:
+                return cached
+            compiled = build()
+            with self.lock:
+                self.models[key] = compiled
+                while len(self.models) > self.capacity:
+                    self.models.popitem(last=False)
+            return compiled
+
+    def _cached(self, key: tuple) -> Any:
         with self.lock:
-            if key in self.models:
-                self.models.move_to_end(key)
-                return self.models[key]
-        compiled = build()
-        with self.lock:
-            self.models[key] = compiled
-            while len(self.models) > self.capacity:
-                self.models.popitem(last=False)
-        return compiled
+            if key not in self.models:
+                return None
+            self.models.move_to_end(key)
+            return self.models[key]
 
     def judge(self, key: tuple, same: bool) -> None:
         """Record whether the static compilation ``key`` (configuration + shape) matched the dynamic one; a
@@ -222,7 +277,8 @@ class OpenVINORunner:
             of OpenVINO's own buffer). Runners with and without
             it never share an infer request (a request keeps writing into the last array it was given).
 
-    ``input_hw`` is ``(H, W)`` of a static graph, else None. Thread-safe (one request at a time per compiled model).
+    ``input_hw`` is ``(H, W)`` of a static graph, else None; ``streams``: how many :meth:`run_streamed` calls
+    run at once (1: they run one at a time, like calls). Thread-safe.
     """
 
     def __init__(self, onnx_path: str | Path, device: str = "cpu", precision: str = "fp32", threads: int = 0,
@@ -235,16 +291,30 @@ class OpenVINORunner:
         self.precision = precision
         self.output_type = output_type(precision)
         self.threads = threads
-        self.config = {"INFERENCE_PRECISION_HINT": precision_hint(self.device_name, precision),
-                       "PERFORMANCE_HINT": "LATENCY"}
-        if threads > 0:
-            self.config["INFERENCE_NUM_THREADS"] = threads
-        self.key = (file_fingerprint(self.path), self.device_name, precision, threads, output_shape is not None)
+        self.hint = precision_hint(self.device_name, precision)
+        self.streams = stream_count(self.device_name, threads)
+        self.fingerprint = file_fingerprint(self.path)
         model = self._read()
         if len(model.inputs) != 1 or model.inputs[0].get_partial_shape().rank.get_length() != 4:
             raise EsrError(f"{self.path}: expected one NCHW image input")
         shape = model.inputs[0].get_partial_shape()
         self.input_hw = (shape[2].get_length(), shape[3].get_length()) if shape.is_static else None
+
+    def key(self, streams: int = 1) -> tuple:
+        """The configuration whose compilations, shape sightings and verdicts are cached together."""
+        return (self.fingerprint, self.device_name, self.precision, self.threads, self.output_shape is not None,
+                streams)
+
+    def config(self, streams: int = 1) -> dict[str, Any]:
+        """The ``compile_model`` properties for one request on all threads (1) or ``streams`` streams."""
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": self.hint}
+        if streams == 1:
+            config["PERFORMANCE_HINT"] = "LATENCY"
+        else:
+            config.update(PERFORMANCE_HINT="THROUGHPUT", NUM_STREAMS=streams)
+        if self.threads > 0:
+            config["INFERENCE_NUM_THREADS"] = self.threads
+        return config
 
     def _read(self) -> Any:
         try:
@@ -253,12 +323,12 @@ class OpenVINORunner:
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise EsrError(f"{self.path}: OpenVINO cannot read this ONNX graph ({reason})") from None
 
-    def _compile(self, shape: tuple[int, ...] | None) -> tuple[Any, threading.Lock]:
+    def _compile(self, shape: tuple[int, ...] | None, streams: int) -> InferRequests:
         model = self._read()
         if shape is not None:
             model.reshape(list(shape))
         read_sizes_upstream(model)
-        if self.config["INFERENCE_PRECISION_HINT"] == "bf16":
+        if self.hint == "bf16":
             split_image_convs(model)
         if self.output_type is not None:
             from openvino.preprocess import PrePostProcessor
@@ -266,34 +336,41 @@ class OpenVINORunner:
             steps = PrePostProcessor(model)
             steps.output(0).tensor().set_element_type(self.output_type)
             model = steps.build()
-        compiled = ov_core().compile_model(model, self.device_name, self.config)
-        return compiled.create_infer_request(), threading.Lock()
+        compiled = ov_core().compile_model(model, self.device_name, self.config(streams))
+        return InferRequests(compiled, streams)
 
-    def compiled(self, shape: tuple[int, ...] | None) -> tuple[Any, threading.Lock]:
-        """The (infer request, lock) of the compilation for ``shape`` (None: the graph's own shapes)."""
-        return COMPILED.get((*self.key, shape), lambda: self._compile(shape))
+    def compiled(self, shape: tuple[int, ...] | None, streams: int = 1) -> InferRequests:
+        """The infer requests of the compilation for ``shape`` (None: the graph's own shapes) and ``streams``."""
+        return COMPILED.get((*self.key(streams), shape), lambda: self._compile(shape, streams))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Run one input (policy of compilations per shape in the module docstring)."""
+        """Run one input on all the threads (policy of compilations per shape in the module docstring)."""
+        return self._run(x, 1)
+
+    def run_streamed(self, x: np.ndarray) -> np.ndarray:
+        """Run one input on one of :attr:`streams` streams: for calls made from several threads at once."""
+        return self._run(x, self.streams)
+
+    def _run(self, x: np.ndarray, streams: int) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
         shape = tuple(x.shape)
+        key = self.key(streams)
         if self.input_hw is not None:
-            return self._infer(self.compiled(None), x)
+            return self._infer(self.compiled(None, streams), x)
         if self.precision == "int8":
-            return self._infer(self.compiled(shape), x)
-        sightings = COMPILED.seen((*self.key, shape)) + 1
+            return self._infer(self.compiled(shape, streams), x)
+        sightings = COMPILED.seen((*key, shape)) + 1
         if self.precision == "fp32":
-            return self._infer(self.compiled(shape if sightings > 1 else None), x)
-        if COMPILED.verdicts.get((*self.key, shape)):
-            return self._infer(self.compiled(shape), x)
-        out = self._infer(self.compiled(None), x)
-        if sightings == STATIC_AFTER_16_BIT and COMPILED.verdicts.get(self.key) is not False:
-            COMPILED.judge((*self.key, shape), np.array_equal(self._infer(self.compiled(shape), x), out))
+            return self._infer(self.compiled(shape if sightings > 1 else None, streams), x)
+        if COMPILED.verdicts.get((*key, shape)):
+            return self._infer(self.compiled(shape, streams), x)
+        out = self._infer(self.compiled(None, streams), x)
+        if sightings == STATIC_AFTER_16_BIT and COMPILED.verdicts.get(key) is not False:
+            COMPILED.judge((*key, shape), np.array_equal(self._infer(self.compiled(shape, streams), x), out))
         return out
 
-    def _infer(self, compiled: tuple[Any, threading.Lock], x: np.ndarray) -> np.ndarray:
-        request, lock = compiled
-        with lock:
+    def _infer(self, requests: InferRequests, x: np.ndarray) -> np.ndarray:
+        with requests.lend() as request:
             if self.output_shape is None:
                 request.infer({0: x}, share_inputs=True)
                 return as_float32(request.get_output_tensor(0).data, self.output_type)

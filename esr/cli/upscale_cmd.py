@@ -14,7 +14,8 @@ EPILOG = """\
 tiling: -t/--tile N cuts each image into ceil(side/N) overlapping tiles per axis, each with
 --tile-pad pixels of context, blended with a smooth (sin^2) window so no seams show.
 --tile 0 (default): an image runs in one pass if H*W*4096 bytes <= 512 MiB (about 360x360
-pixels); otherwise tiles of floor(sqrt(512 MiB / 4096)) - 2*pad = 330 px (pad 16) are used.
+pixels); otherwise tiles of floor(sqrt(512 MiB / 4096)) - 2*pad = 330 px (pad 16) are used
+(OpenVINO on a CPU runs two at once, each on half the threads; same output).
 A backend with a maximum input size (TensorRT profile, static ONNX) caps the tile to fit;
 on out-of-memory the tile is halved and the image retried.
 

@@ -1,0 +1,55 @@
+"""esr.pools: the in-order map over a worker pool that runs a large image's tiles."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from esr.pools import ordered_map, worker_pool
+
+
+def test_results_come_in_order_with_at_most_workers_plus_one_queued():
+    pool = worker_pool("test-ordered", 2)
+    lock, started = threading.Lock(), []
+
+    def slow_square(n: int) -> int:
+        with lock:
+            started.append(n)
+        time.sleep(0.002 * (n * 3 % 4))  # finish out of order
+        return n * n
+
+    for index, result in enumerate(ordered_map(slow_square, range(20), pool, 2)):
+        assert result == index * index
+        assert len(started) <= index + 3  # the one yielded and two queued beyond it
+
+
+def test_an_error_is_raised_in_place_and_the_rest_is_cancelled():
+    pool = worker_pool("test-ordered", 2)
+    ran = []
+
+    def fail_at_three(n: int) -> int:
+        ran.append(n)
+        if n == 3:
+            raise ValueError("three")
+        return n
+
+    results = ordered_map(fail_at_three, range(100), pool, 2)
+    assert [next(results) for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(ValueError, match="three"):
+        next(results)
+    assert len(ran) <= 6
+
+
+def test_a_forked_child_gets_its_own_pool():
+    import os
+
+    parent = worker_pool("test-fork", 1)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a new pool that runs work (the parent's has no live threads here)
+        child = worker_pool("test-fork", 1)
+        os.write(write, b"1" if child is not parent and child.submit(lambda: 7).result(timeout=10) == 7 else b"0")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
