@@ -40,9 +40,11 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 
 def esr(args: list[str], env: dict[str, str], seen: dict[str, float] | None = None) -> tuple[float, str]:
@@ -129,6 +131,28 @@ def median_run(runs: list[dict]) -> dict:
     return {**ordered[(len(ordered) - 1) // 2], "images_per_s_runs": [run.get("images_per_s_after_first") for run in runs]}
 
 
+def model_call_timer(run: Callable) -> tuple[Callable, list[float]]:
+    """(timed run, spent): ``run`` (an Upscaler's ``_run``) wrapped so that ``spent[0]`` adds up the wall time
+    during which at least one model call is running (a backend with streams runs tiles two at a time: their
+    calls overlap, and summing each call's time would count the overlap twice)."""
+    lock, spent, active, since = threading.Lock(), [0.0], [0], [0.0]
+
+    def timed(x, *args):
+        with lock:
+            if active[0] == 0:
+                since[0] = time.perf_counter()
+            active[0] += 1
+        try:
+            return run(x, *args)
+        finally:
+            with lock:
+                active[0] -= 1
+                if active[0] == 0:
+                    spent[0] += time.perf_counter() - since[0]
+
+    return timed, spent
+
+
 def ceiling(folder: Path, model: str | None, threads: int, cache: Path, passes: int = 3) -> dict:
     """The end-to-end ratio's ceiling, in this process and without file IO: ``folder``'s images pre-decoded,
     run through the :class:`esr.upscaler.Upscaler` of auto (its decision cached in ``cache``) and of
@@ -156,15 +180,7 @@ def ceiling(folder: Path, model: str | None, threads: int, cache: Path, passes: 
     for label, backend, precision in (("auto", "auto", "auto"), ("onnxruntime_fp32", "onnxruntime", "fp32")):
         upscaler = build_upscaler(BatchOptions(inputs=[], outdir=".", model=model, backend=backend,
                                                precision=precision, threads=threads, quiet=True))
-        inner, spent = upscaler._run, [0.0]
-
-        def timed(x, inner=inner, spent=spent):
-            start = time.perf_counter()
-            y = inner(x)
-            spent[0] += time.perf_counter() - start
-            return y
-
-        upscaler._run = timed
+        upscaler._run, spent = model_call_timer(upscaler._run)
         upscaler.upscale_array(images[0])  # warm-up
         runs[label] = {"upscaler": upscaler, "spent": spent, "passes": [], "backend": describe_backend(upscaler.backend)}
     for _ in range(passes):
