@@ -1,4 +1,4 @@
-"""The process's worker-thread pools, and an in-order map over one.
+"""The process's worker-thread pools, an in-order map over one, and a lender of things used one call at a time.
 
 Threads do not survive a fork, so a forked child (a Ray or multiprocessing worker) makes its own pools
 instead of waiting forever on its parent's.
@@ -6,10 +6,12 @@ instead of waiting forever on its parent's.
 from __future__ import annotations
 
 import os
+import queue
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from functools import lru_cache
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Generic, Iterable, Iterator, TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -44,3 +46,22 @@ def ordered_map(fn: Callable[[Item], Result], items: Iterable[Item], pool: Threa
         for future in pending:
             future.cancel()
         wait(pending)
+
+
+class Lender(Generic[Item]):
+    """Lends each of ``items`` (infer requests, sessions: things one call at a time may use) to one caller at a
+    time; thread-safe. ``free`` holds the ones not lent."""
+
+    def __init__(self, items: Iterable[Item]) -> None:
+        self.free: queue.SimpleQueue = queue.SimpleQueue()
+        for item in items:
+            self.free.put(item)
+
+    @contextmanager
+    def lend(self) -> Iterator[Item]:
+        """A free item (waits for one), given back when the block ends."""
+        item = self.free.get()
+        try:
+            yield item
+        finally:
+            self.free.put(item)

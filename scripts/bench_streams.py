@@ -29,36 +29,26 @@ import torch
 
 
 class TwoSessions:
-    """onnxruntime fp32 with two streams, for comparison only: ``run_streamed`` takes one of two sessions of
-    ``threads // 2`` threads each (plain calls use the esr backend it wraps)."""
+    """onnxruntime fp32 with two streams, for comparison only: ``run_streamed`` borrows one of two esr
+    onnxruntime backends of ``threads // 2`` threads each (plain calls use ``backend``)."""
 
     streams = 2
 
-    def __init__(self, backend, path: Path, threads: int) -> None:  # noqa: ANN001 (an esr OnnxRuntimeBackend)
-        import queue
-
-        from esr.backends.sessions import ort_session
+    def __init__(self, backend, loaded, threads: int) -> None:  # noqa: ANN001 (an esr backend, its LoadedModel)
+        from esr.backends import create_backend
+        from esr.pools import Lender
 
         self.backend, self.descriptor, self.max_hw = backend, backend.descriptor, backend.max_hw
         self.name, self.device, self.precision = backend.name, backend.device, backend.precision
-        self.free: queue.SimpleQueue = queue.SimpleQueue()
-        for _ in range(self.streams):
-            self.free.put(ort_session(path, threads=max(1, threads // self.streams)))
+        self.halves = Lender(create_backend("onnxruntime", loaded, "cpu", "fp32", max(1, threads // self.streams))
+                             for _ in range(self.streams))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.backend(x)
 
     def run_streamed(self, x: torch.Tensor) -> torch.Tensor:
-        from esr.backends.base import crop_output, fit_input
-
-        height, width = x.shape[-2:]
-        session = self.free.get()
-        try:
-            fitted = fit_input(x, self.descriptor, self.max_hw).float().contiguous().numpy()
-            y = session.run(None, {session.get_inputs()[0].name: fitted})[0]
-        finally:
-            self.free.put(session)
-        return torch.from_numpy(crop_output(y, self.descriptor, height, width)).contiguous()
+        with self.halves.lend() as half:
+            return half(x)
 
 
 def main() -> None:
@@ -72,7 +62,6 @@ def main() -> None:
 
     import esr.backends.openvino_runtime as openvino_runtime
     from esr.backends import create_backend
-    from esr.backends.graph_cache import cached_deploy_graph
     from esr.bench import machine_info, save_result
     from esr.image_io import read_image
     from esr.loading import open_model
@@ -94,8 +83,7 @@ def main() -> None:
     reference = create_backend("onnxruntime", loaded, "cpu", "fp32", args.threads)
     upscalers = {"openvino_streams": Upscaler(streamed), "openvino_one_at_a_time": Upscaler(one_at_a_time),
                  "onnxruntime_fp32": Upscaler(reference),
-                 "onnxruntime_fp32_two_sessions": Upscaler(TwoSessions(reference, cached_deploy_graph(loaded),
-                                                                           args.threads))}
+                 "onnxruntime_fp32_two_sessions": Upscaler(TwoSessions(reference, loaded, args.threads))}
     print(f"streams: {streamed.streams} vs {one_at_a_time.streams}; tiles of a 2000 px side: "
           f"{upscalers['openvino_streams'].tile_for(2000, 2000)} vs "
           f"{upscalers['openvino_one_at_a_time'].tile_for(2000, 2000)} px", flush=True)

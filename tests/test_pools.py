@@ -53,3 +53,29 @@ def test_a_forked_child_gets_its_own_pool():
         os._exit(0)
     os.waitpid(pid, 0)
     assert os.read(read, 1) == b"1"
+
+
+def test_a_lender_gives_each_item_to_one_caller_at_a_time_and_gets_it_back_on_error():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from esr.pools import Lender
+
+    lender, lock, holders = Lender(["a", "b"]), threading.Lock(), {"a": 0, "b": 0}
+    most = []
+
+    def borrow(_: int) -> None:
+        with lender.lend() as item:
+            with lock:
+                holders[item] += 1
+                most.append(max(holders.values()))
+            time.sleep(0.001)
+            with lock:
+                holders[item] -= 1
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(borrow, range(40)))
+    assert max(most) == 1 and lender.free.qsize() == 2
+    with pytest.raises(RuntimeError):
+        with lender.lend():
+            raise RuntimeError("a failing call")
+    assert lender.free.qsize() == 2

@@ -58,13 +58,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import queue
 import threading
 from collections import OrderedDict
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
@@ -72,6 +70,7 @@ from esr.backends.openvino_bf16 import split_image_convs
 from esr.backends.openvino_shapes import read_sizes_upstream
 from esr.capabilities import FEATURE_NAMES, check_precision_name
 from esr.errors import EsrError
+from esr.pools import Lender
 
 OPENVINO_INSTALL_HINT = "pip install 'esr[openvino]'"
 INFERENCE_PRECISION_HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
@@ -180,24 +179,6 @@ def stream_count(device_name: str, threads: int) -> int:
     threads (``threads``, or the CPUs this process may use when 0), else 1."""
     available = threads or len(os.sched_getaffinity(0))
     return TILE_STREAMS if device_name == "CPU" and available >= TILE_STREAMS else 1
-
-
-class InferRequests:
-    """A compiled model's infer requests, one per stream, lent to one call at a time (thread-safe)."""
-
-    def __init__(self, compiled: Any, count: int) -> None:
-        self.free: queue.SimpleQueue = queue.SimpleQueue()
-        for _ in range(count):
-            self.free.put(compiled.create_infer_request())
-
-    @contextmanager
-    def lend(self) -> Iterator[Any]:
-        """A free request (waits for one), given back when the block ends."""
-        request = self.free.get()
-        try:
-            yield request
-        finally:
-            self.free.put(request)
 
 
 class CompiledCache:
@@ -323,7 +304,8 @@ class OpenVINORunner:
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise EsrError(f"{self.path}: OpenVINO cannot read this ONNX graph ({reason})") from None
 
-    def _compile(self, shape: tuple[int, ...] | None, streams: int) -> InferRequests:
+    def _compile(self, shape: tuple[int, ...] | None, streams: int) -> Lender:
+        """A compilation for ``shape`` and ``streams``, with one infer request per stream to lend."""
         model = self._read()
         if shape is not None:
             model.reshape(list(shape))
@@ -337,9 +319,9 @@ class OpenVINORunner:
             steps.output(0).tensor().set_element_type(self.output_type)
             model = steps.build()
         compiled = ov_core().compile_model(model, self.device_name, self.config(streams))
-        return InferRequests(compiled, streams)
+        return Lender(compiled.create_infer_request() for _ in range(streams))
 
-    def compiled(self, shape: tuple[int, ...] | None, streams: int = 1) -> InferRequests:
+    def compiled(self, shape: tuple[int, ...] | None, streams: int = 1) -> Lender:
         """The infer requests of the compilation for ``shape`` (None: the graph's own shapes) and ``streams``."""
         return COMPILED.get((*self.key(streams), shape), lambda: self._compile(shape, streams))
 
@@ -369,7 +351,7 @@ class OpenVINORunner:
             COMPILED.judge((*key, shape), np.array_equal(self._infer(self.compiled(shape, streams), x), out))
         return out
 
-    def _infer(self, requests: InferRequests, x: np.ndarray) -> np.ndarray:
+    def _infer(self, requests: Lender, x: np.ndarray) -> np.ndarray:
         with requests.lend() as request:
             if self.output_shape is None:
                 request.infer({0: x}, share_inputs=True)
