@@ -60,7 +60,6 @@ def main() -> None:
     parser.add_argument("--out", default="results/bench_streams")
     args = parser.parse_args()
 
-    import esr.backends.openvino_runtime as openvino_runtime
     from esr.backends import create_backend
     from esr.bench import machine_info, save_result
     from esr.image_io import read_image
@@ -76,10 +75,8 @@ def main() -> None:
     images = [read_image(path).color for path in files]
     loaded = open_model(args.model or DEFAULT_MODEL)
     streamed = create_backend("openvino", loaded, "cpu", args.precision, args.threads)
-    streams = openvino_runtime.TILE_STREAMS
-    openvino_runtime.TILE_STREAMS = 10**9  # more than any machine's threads: no streams
     one_at_a_time = create_backend("openvino", loaded, "cpu", args.precision, args.threads)
-    openvino_runtime.TILE_STREAMS = streams
+    one_at_a_time.streams = 1  # what the upscaler reads (esr.backends.tile_runner): its tiles one at a time
     reference = create_backend("onnxruntime", loaded, "cpu", "fp32", args.threads)
     upscalers = {"openvino_streams": Upscaler(streamed), "openvino_one_at_a_time": Upscaler(one_at_a_time),
                  "onnxruntime_fp32": Upscaler(reference),
