@@ -23,17 +23,17 @@ PIL_MODES = {"RGB": "RGB", "RGBA": "RGBA", "L": "L", "LA": "LA", "I;16": "I;16",
 
 @lru_cache(maxsize=4)
 def _cached_upscaler(model: str | None, backend: str, device: str | None, precision: str | None,
-                     tile: int, tile_pad: int, outscale: float | None, threads: int) -> "Upscaler":
+                     tile: int, tile_pad: int, outscale: float | None, threads: int, tile_streams: int) -> "Upscaler":
     from esr.upscale_batch import BatchOptions, build_upscaler
 
     options = BatchOptions(inputs=[], outdir=".", model=model, backend=backend, device=device, precision=precision,
-                           tile=tile, tile_pad=tile_pad, outscale=outscale, threads=threads)
+                           tile=tile, tile_pad=tile_pad, outscale=outscale, threads=threads, tile_streams=tile_streams)
     return build_upscaler(options)
 
 
 def get_upscaler(model: Any = None, *, backend: str = "auto", device: str | None = None,
                  precision: str | None = "auto", tile: int = 0, tile_pad: int = 16, outscale: float | None = None,
-                 threads: int = 0) -> "Upscaler":
+                 threads: int = 0, tile_streams: int = 1) -> "Upscaler":
     """The :class:`esr.upscaler.Upscaler` ``esr upscale`` would build for these options (cached).
 
     ``model``: a zoo name, preset-free checkpoint or ``.onnx`` path (None: the embedded default),
@@ -45,7 +45,7 @@ def get_upscaler(model: Any = None, *, backend: str = "auto", device: str | None
     if isinstance(model, Upscaler):
         return model
     return _cached_upscaler(None if model is None else str(model), backend, device, precision, tile, tile_pad,
-                            outscale, threads)
+                            outscale, threads, tile_streams)
 
 
 def _pil_to_array(image: Any) -> tuple[np.ndarray, str]:
@@ -64,8 +64,8 @@ def upscale(image: Any, model: Any = None, **options: Any) -> Any:
         image: a numpy array (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA, dtype uint8, uint16, or
             float32/float64 with values in [0, 1]; or a PIL image (modes L, LA, RGB, RGBA, I;16, P, CMYK...).
         model: zoo name, checkpoint or ONNX path, or an Upscaler (default: the embedded RLFN-S x4).
-        options: ``backend``, ``device``, ``precision``, ``tile``, ``tile_pad``, ``outscale``, ``threads``
-            as for ``esr upscale``.
+        options: ``backend``, ``device``, ``precision``, ``tile``, ``tile_pad``, ``tile_streams``, ``outscale``,
+            ``threads`` as for ``esr upscale``.
 
     Returns:
         The same kind as ``image``: an array of the same layout and dtype, (round(H*f), round(W*f)[, C]),

@@ -175,3 +175,32 @@ def bench_backend(backend, shape: tuple[int, int, int, int], runs: int = 10, war
     if backend.device == "cuda":
         record["copy_ms"] = copy_timing(shape, backend.descriptor.scale, runs, warmup).median_ms
     return record
+
+
+PROBES = (("onnxruntime", "fp32"), ("openvino", "bf16"))
+"""What :func:`host_probe` times: the reference and the path auto picks on a machine with AMX."""
+
+
+def host_probe(model: str | None, threads: int, runs: int = 5) -> dict[str, float | None]:
+    """Median ms of one 1x3x256x256 call of ``model`` (None: the default) on each of :data:`PROBES` (None where
+    this machine cannot run it): taken at the start and the end of a script's run, beside ``bench_precision.py``'s
+    figures for the same call, they show how busy the (shared) host was while the run measured."""
+    import torch
+
+    from esr.backends import create_backend
+    from esr.errors import EsrError
+    from esr.loading import open_model
+    from esr.zoo import DEFAULT_MODEL
+
+    loaded = open_model(model or DEFAULT_MODEL)
+    x = torch.rand(1, 3, 256, 256)
+    probe: dict[str, float | None] = {}
+    for name, precision in PROBES:
+        try:
+            backend = create_backend(name, loaded, "cpu", precision, threads)
+        except EsrError:
+            probe[f"{name}_{precision}_ms"] = None
+            continue
+        probe[f"{name}_{precision}_ms"] = time_runs(lambda: backend(x), runs=runs, warmup=1).median_ms
+    print("host probe (ms per 256x256 call):", ", ".join(f"{k} {v:.0f}" for k, v in probe.items() if v), flush=True)
+    return probe

@@ -68,6 +68,7 @@ class BatchOptions:
     threads: int = 0
     tile: int = 0
     tile_pad: int = 16
+    tile_streams: int = 1
     outscale: float | None = None
     ext: str = "png"
     quality: int = 95
@@ -278,7 +279,8 @@ def build_upscaler(options: BatchOptions, tile_hw: tuple[int, int] | None = None
     tile_hw = tile_hw or ((options.tile + 2 * options.tile_pad,) * 2 if options.tile else DEFAULT_TILE_HW)
     backend = make_backend(backend_name, loaded, device, options.precision, options.threads,
                            options.min_fidelity_db, tile_hw, options.quiet or options.json)
-    return Upscaler(backend, tile=options.tile, tile_pad=options.tile_pad, outscale=options.outscale)
+    return Upscaler(backend, tile=options.tile, tile_pad=options.tile_pad, outscale=options.outscale,
+                    tile_streams=options.tile_streams)
 
 
 def _reason(err: Exception) -> str:

@@ -14,9 +14,10 @@ straight from the model's output.
 Automatic tile size (``tile=0``): an image runs in one pass when
 ``H * W * BYTES_PER_INPUT_PIXEL <= memory_budget``; otherwise the tile side is
 ``floor(sqrt(memory_budget / BYTES_PER_INPUT_PIXEL)) - 2 * tile_pad`` (at least
-``MIN_TILE``). A backend with streams (:func:`esr.backends.tile_runner`: OpenVINO on a CPU) runs that many
-tiles at once, each on its share of the threads; tiles are blended in order whatever order they finish in,
-so the output is the same as one tile at a time. A backend with a size limit (``max_hw``, e.g. a TensorRT profile or a
+``MIN_TILE``). Tiles run one at a time on all the threads; with ``tile_streams`` > 1 a backend with streams
+(:func:`esr.backends.tile_runner`: OpenVINO on a CPU) runs up to that many at once, each on its share of the
+threads (docs/benchmarks.md: slower on a quiet 2-core host, faster on a busy shared one); tiles are blended in
+order whatever order they finish in, so the output is the same either way. A backend with a size limit (``max_hw``, e.g. a TensorRT profile or a
 static ONNX shape) caps the tile so that ``tile + 2 * tile_pad`` fits it (``tile_pad`` shrinks to a
 quarter of a limit smaller than ``4 * tile_pad``). A model whose
 descriptor says tiling is ``internal`` (it tiles itself) or ``discouraged`` is run in one
@@ -196,16 +197,20 @@ class Upscaler:
         outscale: final scale of :meth:`upscale_array` / :meth:`upscale_image` (None: the model's);
             the model output is resized once (Lanczos up, area down).
         memory_budget: bytes one model call may use, for ``tile=0``.
+        tile_streams: tiles of one image run at once where the backend has streams (at most its
+            ``streams``); 1 = one at a time.
     """
 
     def __init__(self, backend: Backend, tile: int = 0, tile_pad: int = 16, outscale: float | None = None,
-                 memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET, tile_streams: int = 1) -> None:
         if tile < 0 or tile_pad < 0:
             raise ValueError("tile and tile_pad must be >= 0")
+        if tile_streams < 1:
+            raise ValueError("tile_streams must be >= 1")
         if outscale is not None and outscale <= 0:
             raise ValueError("outscale must be > 0")
         self.backend = backend
-        self.run_tile, self.streams = tile_runner(backend)
+        self.run_tile, self.streams = tile_runner(backend, tile_streams)
         self.descriptor = backend.descriptor
         self.scale = self.descriptor.scale
         if tile and self.descriptor.tiling != "supported":

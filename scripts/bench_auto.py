@@ -22,7 +22,7 @@
 
 5. ``also`` (``--also-model NAME``, repeatable): part 1's Set14 HR comparison and its ceiling for another zoo model.
 
-``host_probe``: one 256x256 call of onnxruntime fp32 and of OpenVINO bf16 timed at the start and at the end, to
+``host_probe`` (:func:`esr.bench.host_probe`): one 256x256 call of onnxruntime fp32 and of OpenVINO bf16 timed at the start and at the end, to
 read beside ``bench_precision.py``'s figures: on a shared host the bf16 (AMX) path can slow down far more than the
 fp32 one while a neighbour is busy, and the ratios of the run with it.
 
@@ -164,7 +164,6 @@ def ceiling(folder: Path, model: str | None, threads: int, cache: Path, passes: 
     ``file_io_cpu_ms_per_image`` the same work's CPU time over all threads (mean pass). ``overlap_bound_ratio``:
     the end-to-end ratio if that work overlapped the model perfectly on ``threads`` cores (whole upscale + file IO
     CPU time / threads per image, both runs): what no pipeline can beat while the model keeps every core busy."""
-    import numpy as np
     import torch
 
     from esr.bench import time_runs
@@ -221,36 +220,6 @@ def ceiling(folder: Path, model: str | None, threads: int, cache: Path, passes: 
 
 
 
-PROBES = (("onnxruntime", "fp32"), ("openvino", "bf16"))
-"""What :func:`host_probe` times: the reference and the path auto picks on a machine with AMX."""
-
-
-def host_probe(model: str | None, threads: int, runs: int = 5) -> dict[str, float | None]:
-    """Median ms of one 1x3x256x256 call of each of :data:`PROBES` (None where this machine cannot run it):
-    taken at the start and the end of a run, beside ``bench_precision.py``'s figures for the same call, they
-    show how busy the (shared) host was while the run measured."""
-    import torch
-
-    from esr.backends import create_backend
-    from esr.bench import time_runs
-    from esr.errors import EsrError
-    from esr.loading import open_model
-    from esr.zoo import DEFAULT_MODEL
-
-    loaded = open_model(model or DEFAULT_MODEL)
-    x = torch.rand(1, 3, 256, 256)
-    probe: dict[str, float | None] = {}
-    for name, precision in PROBES:
-        try:
-            backend = create_backend(name, loaded, "cpu", precision, threads)
-        except EsrError:
-            probe[f"{name}_{precision}_ms"] = None
-            continue
-        probe[f"{name}_{precision}_ms"] = time_runs(lambda: backend(x), runs=runs, warmup=1).median_ms
-    print("host probe (ms per 256x256 call):", ", ".join(f"{k} {v:.0f}" for k, v in probe.items() if v), flush=True)
-    return probe
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="zoo name (default: esr's default model, not passed)")
@@ -263,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="results/bench_auto")
     args = parser.parse_args(argv)
 
-    from esr.bench import machine_info, save_result
+    from esr.bench import host_probe, machine_info, save_result
     from esr.paths import shared_dir
     from esr.zoo import DEFAULT_MODEL
 

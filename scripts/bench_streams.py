@@ -2,17 +2,18 @@
 
 The 14 Set14 HR images, pre-decoded (no file IO), upscaled by :class:`esr.upscaler.Upscaler` in this process:
 
-- ``openvino_streams``: OpenVINO at ``--precision`` as esr runs it (tiles :data:`TILE_STREAMS` at a time, each
-  stream on its share of the threads);
-- ``openvino_one_at_a_time``: the same backend with streams turned off (one tile at a time on all threads: esr
-  before streams);
+- ``openvino_one_at_a_time``: OpenVINO at ``--precision`` as esr runs it by default (one tile at a time on all
+  the threads);
+- ``openvino_streams``: the same backend with ``esr upscale --tile-streams 2`` (tiles :data:`TILE_STREAMS` at a
+  time, each stream on its share of the threads);
 - ``onnxruntime_fp32``: the reference, as esr runs it;
 - ``onnxruntime_fp32_two_sessions`` (not an esr path): two onnxruntime sessions of half the threads each running
   tiles two at a time through the same Upscaler, to show what the reference would gain from the same idea.
 
 Interleaved passes (configuration after configuration): the median pass per configuration, and the median of
 the per-pass ratios of the two OpenVINO ones (a busy host's drift cancels in a pair); ratios within the run.
-The two OpenVINO configurations must give the same output (every image checked). Needs ``$ESR_SHARED``.
+The two OpenVINO configurations must give the same output (every image checked). Whether streams pay depends on
+how busy the host is, so :func:`esr.bench.host_probe` is taken before and after. Needs ``$ESR_SHARED``.
 
     python scripts/bench_streams.py [--model NAME] [--precision bf16] [--threads 2] [--passes 3]
         [--out results/bench_streams]
@@ -61,7 +62,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from esr.backends import create_backend
-    from esr.bench import machine_info, save_result
+    from esr.backends.openvino_runtime import TILE_STREAMS
+    from esr.bench import host_probe, machine_info, save_result
     from esr.image_io import read_image
     from esr.loading import open_model
     from esr.paths import shared_dir
@@ -74,15 +76,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     images = [read_image(path).color for path in files]
     loaded = open_model(args.model or DEFAULT_MODEL)
-    streamed = create_backend("openvino", loaded, "cpu", args.precision, args.threads)
-    one_at_a_time = create_backend("openvino", loaded, "cpu", args.precision, args.threads)
-    one_at_a_time.streams = 1  # what the upscaler reads (esr.backends.tile_runner): its tiles one at a time
+    probe_before = host_probe(args.model, args.threads)
+    openvino = create_backend("openvino", loaded, "cpu", args.precision, args.threads)
     reference = create_backend("onnxruntime", loaded, "cpu", "fp32", args.threads)
-    upscalers = {"openvino_streams": Upscaler(streamed), "openvino_one_at_a_time": Upscaler(one_at_a_time),
+    upscalers = {"openvino_streams": Upscaler(openvino, tile_streams=TILE_STREAMS),
+                 "openvino_one_at_a_time": Upscaler(openvino),
                  "onnxruntime_fp32": Upscaler(reference),
-                 "onnxruntime_fp32_two_sessions": Upscaler(TwoSessions(reference, loaded, args.threads))}
-    print(f"streams: {streamed.streams} vs {one_at_a_time.streams}; tiles of a 2000 px side: "
-          f"{upscalers['openvino_streams'].tile_for(2000, 2000)} vs "
+                 "onnxruntime_fp32_two_sessions": Upscaler(TwoSessions(reference, loaded, args.threads),
+                                                           tile_streams=TwoSessions.streams)}
+    print(f"streams: {upscalers['openvino_streams'].streams} vs {upscalers['openvino_one_at_a_time'].streams}; "
+          f"tiles of a 2000 px side: {upscalers['openvino_streams'].tile_for(2000, 2000)} vs "
           f"{upscalers['openvino_one_at_a_time'].tile_for(2000, 2000)} px", flush=True)
     outputs = {label: [upscaler.upscale_array(image) for image in images] for label, upscaler in upscalers.items()}
     same = all(np.array_equal(a, b) for a, b in zip(outputs["openvino_one_at_a_time"], outputs["openvino_streams"]))
@@ -99,7 +102,8 @@ def main() -> None:
     record = {
         "model": loaded.descriptor.name, "precision": args.precision, "threads": args.threads,
         "machine": machine_info(), "images": len(images), "passes": args.passes,
-        "streams": streamed.streams,
+        "streams": upscalers["openvino_streams"].streams,
+        "host_probe": {"before": probe_before, "after": host_probe(args.model, args.threads)},
         "tile_2000px": {label: upscaler.tile_for(2000, 2000) for label, upscaler in upscalers.items()},
         "seconds_per_pass": seconds, "median_ms_per_image": {k: v * 1e3 / len(images) for k, v in median.items()},
         "openvino_outputs_equal": same,

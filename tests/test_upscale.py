@@ -6,7 +6,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -166,17 +165,32 @@ class StreamedNearestBackend(NearestBackend):
 def test_streamed_tiles_blend_to_the_same_output_at_most_streams_at_once():
     pixels = RNG.integers(0, 256, (97, 83, 3), dtype=np.uint8)
     streamed = StreamedNearestBackend()
-    out = Upscaler(streamed, tile=16, tile_pad=4).upscale_array(pixels)
+    out = Upscaler(streamed, tile=16, tile_pad=4, tile_streams=2).upscale_array(pixels)
     np.testing.assert_array_equal(out, Upscaler(NearestBackend(), tile=16, tile_pad=4).upscale_array(pixels))
     assert streamed.streamed == len(streamed.calls) > 20 and streamed.most_at_once == 2
-    assert Upscaler(streamed).upscale_array(pixels[:20, :20]).shape == (40, 40, 3)  # one pass: a plain call
-    assert streamed.streamed == len(streamed.calls) - 1
+    assert Upscaler(streamed, tile_streams=2).upscale_array(pixels[:20, :20]).shape == (40, 40, 3)  # one pass
+    assert streamed.streamed == len(streamed.calls) - 1  # ... is a plain call
+
+
+@pytest.mark.parametrize("wanted, expected", [(1, 1), (2, 2), (8, 2)])
+def test_tile_streams_are_asked_for_and_capped_by_the_backend(wanted, expected):
+    """One tile at a time unless more are asked for; never more at once than the backend's streams; a backend
+    without streams runs one at a time whatever is asked."""
+    streamed = StreamedNearestBackend()
+    upscaler = Upscaler(streamed, tile=16, tile_pad=4, tile_streams=wanted)
+    upscaler.upscale_array(RNG.integers(0, 256, (97, 83, 3), dtype=np.uint8))
+    assert upscaler.streams == expected
+    assert streamed.streamed == (0 if expected == 1 else len(streamed.calls))
+    assert Upscaler(NearestBackend(), tile=16, tile_streams=wanted).streams == 1
+    with pytest.raises(ValueError, match="tile_streams"):
+        Upscaler(streamed, tile_streams=0)
 
 
 def test_a_failing_streamed_tile_fails_the_image_after_the_running_ones_end():
     streamed = StreamedNearestBackend(fail_at=5)
     with pytest.raises(FloatingPointError):
-        Upscaler(streamed, tile=16, tile_pad=4).upscale_array(RNG.integers(0, 256, (97, 83, 3), dtype=np.uint8))
+        Upscaler(streamed, tile=16, tile_pad=4, tile_streams=2).upscale_array(
+            RNG.integers(0, 256, (97, 83, 3), dtype=np.uint8))
     assert streamed.running == 0 and streamed.streamed <= 5 + streamed.streams
 
 
@@ -301,6 +315,8 @@ def test_unwritable_outdir_is_a_clear_usage_error(tmp_path, capsys):
 
 def test_usage_errors_exit_2(tmp_path, capsys):
     assert main(["upscale", "x.png", "-o", str(tmp_path), "--tile", "-1"]) == 2
+    assert main(["upscale", "x.png", "-o", str(tmp_path), "--tile-streams", "0"]) == 2
+    assert capsys.readouterr().err.strip().endswith("error: --tile-streams must be >= 1")
     assert main(["upscale", "x.png", "-o", str(tmp_path), "--model", str(tmp_path / "nope.pth")]) == 2
     with pytest.raises(SystemExit) as info:
         main(["upscale", "x.png"])  # no -o

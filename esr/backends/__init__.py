@@ -16,8 +16,9 @@ device. Attributes every backend has:
   (the :class:`esr.upscaler.Upscaler` tiles inputs to fit).
 
 Optionally ``streams`` > 1 with ``run_streamed(x)``: a call like ``backend(x)`` that ``streams`` threads may
-make at once, each on its share of the runtime's threads (slower alone, more calls per second together); the
-upscaler runs a large image's tiles this way (:func:`tile_runner`). OpenVINO on a CPU has it.
+make at once, each on its share of the runtime's threads (slower alone, sometimes more calls per second
+together); an upscaler asked for ``tile_streams`` > 1 runs a large image's tiles this way (:func:`tile_runner`).
+OpenVINO on a CPU has it.
 
 :data:`BACKENDS` holds one :class:`BackendSpec` per runtime (name, devices, precisions, model
 kinds it runs, availability check, the class to import); :func:`create_backend` builds one.
@@ -50,10 +51,10 @@ class Backend(Protocol):
     def __call__(self, x: "torch.Tensor") -> "torch.Tensor": ...
 
 
-def tile_runner(backend: Backend) -> tuple[Callable[["torch.Tensor"], "torch.Tensor"], int]:
-    """(run, count): how the tiles of one image are run: ``backend.run_streamed`` ``backend.streams`` at a
-    time where the backend has streams, else ``backend`` itself, one at a time."""
-    streams = getattr(backend, "streams", 1)
+def tile_runner(backend: Backend, wanted: int = 1) -> tuple[Callable[["torch.Tensor"], "torch.Tensor"], int]:
+    """(run, count): how the tiles of one image are run: ``backend.run_streamed``, ``min(wanted, backend.streams)``
+    at a time, where more than one is wanted and the backend has streams; else ``backend`` itself, one at a time."""
+    streams = min(wanted, getattr(backend, "streams", 1))
     return (backend.run_streamed, streams) if streams > 1 else (backend, 1)
 
 

@@ -90,7 +90,7 @@ class AutoBackend:
     def __init__(self, loaded: LoadedModel, device: str = "cpu", precision: str | None = None, threads: int = 0,
                  backends: list[str] | None = None, min_fidelity_db: float | None = None,
                  tile_hw: tuple[int, int] = DEFAULT_TILE_HW, quiet: bool = False) -> None:
-        from esr.backends import create_backend, tile_runner
+        from esr.backends import create_backend
 
         candidates = candidates_for(loaded, device, backends, precision)
         named = precision not in (None, "auto")  # a precision the user named: chosen among its candidates only
@@ -134,7 +134,8 @@ class AutoBackend:
         self.device = self.chosen.device
         self.precision = self.chosen.precision
         self.max_hw = self.chosen.max_hw
-        self.run_streamed, self.streams = tile_runner(self.chosen)
+        self.streams = getattr(self.chosen, "streams", 1)
+        self.run_streamed = getattr(self.chosen, "run_streamed", self.chosen)
 
     @property
     def label(self) -> str:

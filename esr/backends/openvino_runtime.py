@@ -45,11 +45,13 @@ precision, threads, output into esr's arrays, streams, shape).
 Streams: a call (``runner(x)``) runs on a ``LATENCY`` compilation, one request at a time on all the threads
 (``INFERENCE_NUM_THREADS``, the requested count). :meth:`OpenVINORunner.run_streamed` runs on a ``THROUGHPUT``
 compilation of :data:`TILE_STREAMS` streams sharing those threads, one request each, so that many calls
-run at once: the tiles of a large image (:class:`esr.upscaler.Upscaler`). Alone, a streamed call is slower
-(a 256 x 256 tile 1.9x on half the threads); together they do more, as the threads no longer meet after every
-layer: RLFN-S x4 bf16, 2-thread Xeon with AMX on a busy shared host, Set14 HR's 48 tiles (model calls only,
-median of 3 interleaved rounds) 1.23-1.30x; the whole in-process upscale of Set14 HR 1.19x (paired median of 7,
-each pair 1.05-1.39x; ``scripts/bench_streams.py``). The streams' output equals the single request's bit for
+run at once: the tiles of a large image when the upscaler is asked for ``tile_streams`` > 1
+(:class:`esr.upscaler.Upscaler`, ``esr upscale --tile-streams 2``). Alone, a streamed call is slower (a
+256 x 256 tile 1.9x on half the threads); together they may do more, as the threads no longer meet after every
+layer. Whether they do depends on the host (RLFN-S x4 bf16, 2-thread Xeon with AMX, the whole in-process upscale
+of Set14 HR, ``scripts/bench_streams.py``): on a busy shared host 1.12-1.19x faster (paired medians), on the
+same host quiet 0.93-0.95x, and so slower end to end through ``esr upscale`` (3 pairs, each 1.03-1.12x in favour
+of one at a time); hence one tile at a time by default. The streams' output equals the single request's bit for
 bit (RLFN-S x4 and RLFN x4 bf16, RLFN-S x4 f32, 64-362 px), so an image comes out the same either way.
 OpenVINO's ``CACHE_DIR`` is not used: it saved 0.1-0.3 s of a 0.4-0.6 s compilation
 (RLFN x4, DITN-Real x4) at the price of a 2-4 MB blob per shape on disk.

@@ -14,8 +14,10 @@ EPILOG = """\
 tiling: -t/--tile N cuts each image into ceil(side/N) overlapping tiles per axis, each with
 --tile-pad pixels of context, blended with a smooth (sin^2) window so no seams show.
 --tile 0 (default): an image runs in one pass if H*W*4096 bytes <= 512 MiB (about 360x360
-pixels); otherwise tiles of floor(sqrt(512 MiB / 4096)) - 2*pad = 330 px (pad 16) are used
-(OpenVINO on a CPU runs two at once, each on half the threads; same output).
+pixels); otherwise tiles of floor(sqrt(512 MiB / 4096)) - 2*pad = 330 px (pad 16) are used,
+one at a time on all the threads. --tile-streams 2 runs two at once where the backend can
+(OpenVINO on a CPU, each on half the threads; same output): faster on a busy shared host,
+slower on a quiet one (docs/benchmarks.md).
 A backend with a maximum input size (TensorRT profile, static ONNX) caps the tile to fit;
 on out-of-memory the tile is halved and the image retried.
 
@@ -103,6 +105,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_threads_argument(parser)
     parser.add_argument("-t", "--tile", type=int, default=0, help="tile side in input pixels; 0 = automatic (see below)")
     parser.add_argument("--tile-pad", type=int, default=16, help="context pixels around each tile")
+    parser.add_argument("--tile-streams", type=int, default=1, metavar="N",
+                        help="tiles of one image run at once where the backend can (OpenVINO on a CPU: up to 2)")
     parser.add_argument("-s", "--outscale", type=finite_positive, default=None,
                         help="final scale; the model output is resized once (default: the model's scale)")
     parser.add_argument("--ext", choices=["png", "jpg", "webp", "same"], default="png", help="output format")
@@ -176,6 +180,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.tile < 0 or args.tile_pad < 0 or args.jobs < 0:
         raise EsrError("--tile, --tile-pad and --jobs must be >= 0")
+    if args.tile_streams < 1:
+        raise EsrError("--tile-streams must be >= 1")
     if not 1 <= args.quality <= 100:
         raise EsrError("--quality must be between 1 and 100")
     if args.fp16 and args.precision not in ("auto", "fp16"):
@@ -185,7 +191,8 @@ def run(args: argparse.Namespace) -> int:
     options = BatchOptions(
         inputs=list(args.inputs), outdir=args.output, model=args.model, backend=args.backend, device=args.device,
         precision="fp16" if args.fp16 else args.precision, min_fidelity_db=args.min_fidelity_db,
-        threads=args.threads, tile=args.tile, tile_pad=args.tile_pad, outscale=args.outscale,
+        threads=args.threads, tile=args.tile, tile_pad=args.tile_pad, tile_streams=args.tile_streams,
+        outscale=args.outscale,
         ext=args.ext, quality=args.quality, suffix=args.suffix, recursive=args.recursive, overwrite=args.overwrite,
         jobs=args.jobs, quiet=args.quiet, json=args.json, video=video_options(args),
         shard=None if args.shard is None else parse_shard(args.shard), ray=args.ray, ray_actors=args.ray_actors,
