@@ -77,7 +77,7 @@ side) has 4 parts of 512 rows."""
 
 def png_pool() -> ThreadPoolExecutor:
     """The process's worker threads for PNG parts (one per CPU; the deflate and numpy release the GIL)."""
-    return worker_pool("esr-png", os.cpu_count() or 1)
+    return worker_pool("esr-png", os.cpu_count() or 1, file_work=True)
 
 
 ADLER_BASE = 65521

@@ -47,6 +47,7 @@ from esr.errors import EXIT_FAILED, EXIT_OK, EsrError, error_line, one_line
 from esr.fileio import file_id, same_file
 from esr.image_io import DEFAULT_MAX_PIXELS, Image, read_image, write_image
 from esr.media_kinds import IMAGE, KINDS, collected_suffixes, kind_of
+from esr.pools import lower_priority
 from esr.scale.shard import Shard
 from esr.video.options import VideoOptions
 
@@ -433,7 +434,8 @@ def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, c
     """
     from tqdm import tqdm
 
-    pool: Executor = ThreadPoolExecutor(options.jobs, "esr-io") if options.jobs else InlineExecutor()
+    pool: Executor = (ThreadPoolExecutor(options.jobs, "esr-io", initializer=lower_priority) if options.jobs
+                      else InlineExecutor())
     counting = threading.Lock()
     depth = options.jobs + 1
     reads: deque[tuple[Task, Future]] = deque()

@@ -1,12 +1,14 @@
-"""esr.pools: the in-order map over a worker pool that runs a large image's tiles."""
+"""esr.pools: the in-order map over a worker pool that runs a large image's tiles; file work's lower priority."""
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 
 import pytest
 
-from esr.pools import ordered_map, worker_pool
+from esr.pools import FILE_WORK_NICENESS, ordered_map, worker_pool
 
 
 def test_results_come_in_order_with_at_most_workers_plus_one_queued():
@@ -79,3 +81,15 @@ def test_a_lender_gives_each_item_to_one_caller_at_a_time_and_gets_it_back_on_er
         with lender.lend():
             raise RuntimeError("a failing call")
     assert lender.free.qsize() == 2
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is a Linux feature")
+def test_file_work_threads_run_at_a_lower_priority_than_the_caller():
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    mine = niceness()
+    assert worker_pool("esr-test-file-work", 1, file_work=True).submit(niceness).result(timeout=30) == min(
+        19, mine + FILE_WORK_NICENESS)
+    assert worker_pool("esr-test-model-work", 1).submit(niceness).result(timeout=30) == mine
+    assert niceness() == mine  # the caller's own priority is untouched
