@@ -27,7 +27,7 @@ if has speed; then
 fi
 if has auto; then
   step "auto through the CLI: Set14, Set5, INT8"
-  python scripts/bench_auto.py --int8 --also-model rlfn_x4 --out $R/bench_auto.json
+  python scripts/bench_auto.py --int8 --also-model rlfn_x4 --repeats 5 --out $R/bench_auto.json
 fi
 if has upscale; then
   step "esr upscale end to end, Set14 and a 4000x3000 photo"
