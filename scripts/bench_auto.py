@@ -135,8 +135,8 @@ def median_run(runs: list[dict]) -> dict:
 
 def model_call_timer(run: Callable) -> tuple[Callable, list[float]]:
     """(timed run, spent): ``run`` (an Upscaler's ``_run``) wrapped so that ``spent[0]`` adds up the wall time
-    during which at least one model call is running (a backend with streams runs tiles two at a time: their
-    calls overlap, and summing each call's time would count the overlap twice)."""
+    during which at least one model call is running (with ``tile_streams`` > 1 a backend with streams runs tiles
+    two at a time: their calls overlap, and summing each call's time would count the overlap twice)."""
     lock, spent, active, since = threading.Lock(), [0.0], [0], [0.0]
 
     def timed(x, *args):
