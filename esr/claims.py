@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 
 from esr.fileio import temp_target
+from esr.interrupts import interrupts_deferred
 
 CLAIM_SUFFIX = ".esr-claim"
 ORPHAN_TEMP_AGE_S = 3600.0
@@ -81,16 +82,17 @@ def _remove_stale(path: Path) -> None:
     """Remove the stale claim ``path``; only one of several reclaimers does (it is renamed away first),
     and a claim that a live run took over in the meantime is put back."""
     grave = path.with_name(f"{path.name}.{uuid.uuid4().hex}.stale")
-    try:
-        os.rename(path, grave)
-    except FileNotFoundError:
-        return
-    if not is_stale(grave):
+    with interrupts_deferred():  # Ctrl-C here would leave the grave, and could lose a live run's claim
         try:
-            os.link(grave, path)
-        except OSError:
-            pass
-    grave.unlink(missing_ok=True)
+            os.rename(path, grave)
+        except FileNotFoundError:
+            return
+        if not is_stale(grave):
+            try:
+                os.link(grave, path)
+            except OSError:
+                pass
+        grave.unlink(missing_ok=True)
 
 
 def try_claim(dest: Path) -> bool:

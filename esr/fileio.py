@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from esr.errors import EXIT_USAGE, EsrError
+from esr.interrupts import interrupts_deferred
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once at import: mkstemp makes 0600 files; results get the usual 0666 & ~umask
@@ -112,9 +113,11 @@ def replace_atomically(path: str | Path, write: Callable[[str], None], overwrite
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
-    os.close(fd)
+    tmp_name = ""
     try:
+        with interrupts_deferred():  # the temp file is made inside this try, never just before it
+            fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+            os.close(fd)
         write(tmp_name)
         os.chmod(tmp_name, 0o666 & ~_UMASK)
         if overwrite:
@@ -122,7 +125,8 @@ def replace_atomically(path: str | Path, write: Callable[[str], None], overwrite
         else:
             _move_no_replace(tmp_name, path)
     finally:
-        Path(tmp_name).unlink(missing_ok=True)
+        if tmp_name:
+            Path(tmp_name).unlink(missing_ok=True)
     return path
 
 

@@ -5,7 +5,8 @@ model; at most ``jobs + 1`` decoded images wait for the model and at most ``jobs
 results wait to be written, so memory stays bounded. A bad input prints one
 ``error: PATH: reason`` line and the batch goes on; existing outputs are skipped unless
 ``overwrite`` (an empty, 0-byte output counts as missing); no output ever replaces an input;
-Ctrl-C and SIGTERM let writes in flight finish (each is atomic) and stop.
+Ctrl-C and SIGTERM let writes in flight finish (each is atomic) and stop; a claim or temp file is made in
+a step they cannot cut in two (:mod:`esr.interrupts`), so none is left behind.
 
 OUTDIR may be an input folder (``esr upscale dir -o dir --suffix _x4``): a file that a folder
 scan or glob finds is not an input when it is an output of this run (the planned output of
@@ -37,15 +38,17 @@ import threading
 import warnings
 from collections import deque
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from esr import claims
 from esr.errors import EXIT_FAILED, EXIT_OK, EsrError, error_line, one_line
 from esr.fileio import file_id, same_file
 from esr.image_io import DEFAULT_MAX_PIXELS, Image, read_image, write_image
+from esr.interrupts import interrupts_deferred
 from esr.media_kinds import IMAGE, KINDS, collected_suffixes, kind_of
 from esr.pools import lower_priority
 from esr.scale.shard import Shard
@@ -364,6 +367,19 @@ def end_file(task: Task) -> None:
     claims.release(task.dest)
 
 
+@contextmanager
+def file_claim(task: Task, options: BatchOptions) -> Iterator[str | None]:
+    """:func:`begin_file` -> :func:`end_file` around the block: yields None (go ahead, the claim held) or SKIPPED /
+    BUSY. The claim is released however the block ends, Ctrl-C and SIGTERM included, also one that arrives while
+    it is being made (:func:`esr.interrupts.interrupts_deferred`). OSError if the claim cannot be made."""
+    try:
+        with interrupts_deferred():
+            skip = begin_file(task, options)
+        yield skip
+    finally:
+        end_file(task)  # no-op for a claim that is not this process's (BUSY) or already released (SKIPPED)
+
+
 def count_outcome(counts: Counts, outcome: str) -> None:
     """Count a file that did not fail: DONE, SKIPPED or BUSY (only the fields it changes are touched: the
     pipeline's writers count ``done`` from their threads)."""
@@ -405,13 +421,10 @@ def upscale_file(task: Task, upscaler: Upscaler, options: BatchOptions) -> str:
     """One file, start to end: claim -> :func:`process_file` -> release. DONE, SKIPPED or BUSY; raises on
     failure (reported with :func:`failure_line`), the claim released. Running it twice for one task
     (a retried Ray task, overlapping shards) writes once unless ``overwrite``."""
-    skip = begin_file(task, options)
-    if skip is not None:
-        return skip
-    try:
+    with file_claim(task, options) as skip:
+        if skip is not None:
+            return skip
         process_file(task, upscaler, options)
-    finally:
-        end_file(task)
     return DONE
 
 
@@ -454,14 +467,15 @@ def run_pipeline(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, c
 
     def start(task: Task) -> bool:
         """Claim ``task``'s output; False (counted, bar advanced) if it is not this run's to write."""
+        go = False
         try:
-            go = claim_output(task, options, counts)
+            with interrupts_deferred():  # a claim made is in `held` (released at the end) before Ctrl-C lands
+                go = claim_output(task, options, counts)
+                if go:
+                    held.add(task.dest)
         except OSError as err:
             fail(err, task.dest)
-            go = False
-        if go:
-            held.add(task.dest)
-        else:
+        if not go:
             bar.update(1)
         return go
 
@@ -525,18 +539,17 @@ def run_whole_files(tasks: list[Task], upscaler: Upscaler, options: BatchOptions
     each output claimed like an image's; Ctrl-C (and SIGTERM) propagate after the claim is released."""
     for task in tasks:
         try:
-            if not claim_output(task, options, counts):
-                continue
-        except OSError as err:
+            with file_claim(task, options) as skip:
+                if skip is not None:
+                    count_outcome(counts, skip)
+                    continue
+                try:
+                    process_file(task, upscaler, options)
+                    counts.done += 1
+                except Exception as err:  # one file's failure must not stop the batch
+                    report_failure(err, task.src, counts, say)
+        except OSError as err:  # the claim could not be made (or released)
             report_failure(err, task.dest, counts, say)
-            continue
-        try:
-            process_file(task, upscaler, options)
-            counts.done += 1
-        except Exception as err:  # one file's failure must not stop the batch
-            report_failure(err, task.src, counts, say)
-        finally:
-            end_file(task)
 
 
 def run_local(tasks: list[Task], upscaler: Upscaler, options: BatchOptions, counts: Counts,
