@@ -26,17 +26,23 @@ same). The model's runtimes split each call over all the cores and wait for ever
 file worker that takes a core from one of them stalls them all; at a lower priority it mostly takes the cores the
 model leaves idle instead. ``esr upscale`` of Set14 HR (2-core Xeon, 3 interleaved rounds, +0 / +10 / +19):
 OpenVINO bf16 2.13 / 2.22 / 2.14 images/s (+10 ahead of +0 in every round, 1.02-1.04x), onnxruntime fp32 0.714 /
-0.730 images/s (+0 / +10)."""
+0.730 images/s (+0 / +10). In those runs the PNG part threads sank to +19, started from encoding workers whose
+niceness they inherited; held at +10 as intended (:func:`lower_priority`), 2.82 against 2.85 images/s (OpenVINO
+bf16, 4 interleaved rounds): the same within the host's noise."""
 
 
 def lower_priority(by: int = FILE_WORK_NICENESS) -> None:
-    """Lower the calling thread's CPU priority by ``by`` niceness steps (Linux, where each thread has its own;
-    elsewhere, or if the system refuses, nothing)."""
+    """Run the calling thread ``by`` niceness steps below the process's main thread (Linux, where each thread has
+    its own; elsewhere, or if the system refuses, nothing). Relative to the main thread, not to the calling thread:
+    a thread inherits its creator's niceness, so a file-work pool started from another file-work thread (the PNG
+    part pool from an encoding worker) would otherwise sink a further ``by`` steps. Never raises a priority."""
     if by <= 0 or not sys.platform.startswith("linux"):
         return
     thread = threading.get_native_id()
     try:
-        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + by))
+        target = min(19, os.getpriority(os.PRIO_PROCESS, os.getpid()) + by)  # the pid names the main thread
+        if target > os.getpriority(os.PRIO_PROCESS, thread):
+            os.setpriority(os.PRIO_PROCESS, thread, target)
     except OSError:
         pass
 

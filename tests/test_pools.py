@@ -93,3 +93,17 @@ def test_file_work_threads_run_at_a_lower_priority_than_the_caller():
         19, mine + FILE_WORK_NICENESS)
     assert worker_pool("esr-test-model-work", 1).submit(niceness).result(timeout=30) == mine
     assert niceness() == mine  # the caller's own priority is untouched
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is a Linux feature")
+def test_a_file_work_pool_started_from_file_work_does_not_sink_further():
+    """The PNG part pool is started by an encoding worker, whose niceness its threads inherit: they still run
+    FILE_WORK_NICENESS below the main thread, not twice that."""
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    def nested() -> int:
+        return worker_pool("esr-test-nested-inner", 1, file_work=True).submit(niceness).result(timeout=30)
+
+    outer = worker_pool("esr-test-nested-outer", 1, file_work=True)
+    assert outer.submit(nested).result(timeout=30) == min(19, niceness() + FILE_WORK_NICENESS)
