@@ -1,6 +1,8 @@
 """Shared fixtures: the ../shared data folder (skip with a reason when absent)."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,11 @@ def resume_dirs(tmp_path: Path) -> dict:
     opt = {"name": "t", "network_g": {"type": "RLFN"},
            "path": {"training_states": str(states), "models": str(models), "resume_state": None}}
     return {"states": states, "models": models, "opt": opt}
+
+
+@pytest.fixture
+def dead_pid() -> int:
+    """The pid of a process that has exited: a claim naming it is stale."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid

@@ -40,12 +40,6 @@ def upscale(capsys, *args: str) -> tuple[int, str, list[str]]:
     return code, captured.out.strip().splitlines()[-1] if captured.out.strip() else "", captured.err.splitlines()
 
 
-def dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
 def test_folder_into_itself_and_reruns_never_upscale_outputs(tmp_path, capsys):
     folder = tmp_path / "photos"
     images(folder, "ab")
@@ -77,7 +71,7 @@ def test_an_output_never_replaces_another_input(tmp_path, capsys):
     assert second.read_bytes() == kept
 
 
-def test_a_claim_of_a_live_run_is_skipped_and_a_dead_one_reclaimed(tmp_path, capsys):
+def test_a_claim_of_a_live_run_is_skipped_and_a_dead_one_reclaimed(tmp_path, capsys, dead_pid):
     src = tmp_path / "in"
     images(src, "abc")
     out = tmp_path / "out"
@@ -86,7 +80,7 @@ def test_a_claim_of_a_live_run_is_skipped_and_a_dead_one_reclaimed(tmp_path, cap
     try:
         live = {"host": socket.gethostname(), "pid": sleeper.pid, "start": claims._start_time(sleeper.pid)}
         claims.claim_path(out / "a.png").write_text(json.dumps(live))
-        dead = {"host": socket.gethostname(), "pid": dead_pid(), "start": None}
+        dead = {"host": socket.gethostname(), "pid": dead_pid, "start": None}
         claims.claim_path(out / "b.png").write_text(json.dumps(dead))
         (out / ".b.png.abcd1234.part").write_bytes(b"half an image")  # left by the dead run
         code, summary, err = upscale(capsys, str(src), "-o", str(out))

@@ -5,7 +5,9 @@ called it gets control back (in a loaded CI run, a SIGTERM once landed there and
 """
 from __future__ import annotations
 
+import json
 import signal
+import socket
 import threading
 from pathlib import Path
 
@@ -30,7 +32,7 @@ def test_a_signal_inside_the_block_lands_when_it_ends():
     assert signal.getsignal(signal.SIGINT) is before
 
 
-def test_the_handler_in_place_gets_the_signal(monkeypatch):
+def test_the_handler_in_place_gets_the_signal():
     from esr.cli import sigterm_as_interrupt
 
     with sigterm_as_interrupt():
@@ -113,17 +115,9 @@ def test_an_interrupt_as_the_temp_file_is_made_leaves_no_temp_file(tmp_path, mon
     assert list(tmp_path.iterdir()) == []
 
 
-
-def test_an_interrupt_while_a_stale_claim_is_removed_leaves_no_grave(tmp_path, monkeypatch):
-    import json
-    import socket
-    import subprocess
-    import sys
-
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()  # its pid names no process now: the claim below is stale
+def test_an_interrupt_while_a_stale_claim_is_removed_leaves_no_grave(tmp_path, monkeypatch, dead_pid):
     stale = claims.claim_path(tmp_path / "a.png")
-    stale.write_text(json.dumps({"host": socket.gethostname(), "pid": proc.pid, "start": None}))
+    stale.write_text(json.dumps({"host": socket.gethostname(), "pid": dead_pid, "start": None}))
     monkeypatch.setattr(claims.os, "rename", interrupt_after(claims.os.rename))
     with pytest.raises(KeyboardInterrupt):
         claims.remove_stale_temps(tmp_path)

@@ -83,11 +83,13 @@ def test_a_lender_gives_each_item_to_one_caller_at_a_time_and_gets_it_back_on_er
     assert lender.free.qsize() == 2
 
 
+def niceness() -> int:
+    """The calling thread's niceness (Linux: each thread has its own)."""
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is a Linux feature")
 def test_file_work_threads_run_at_a_lower_priority_than_the_caller():
-    def niceness() -> int:
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
     mine = niceness()
     assert worker_pool("esr-test-file-work", 1, file_work=True).submit(niceness).result(timeout=30) == min(
         19, mine + FILE_WORK_NICENESS)
@@ -99,9 +101,6 @@ def test_file_work_threads_run_at_a_lower_priority_than_the_caller():
 def test_a_file_work_pool_started_from_file_work_does_not_sink_further():
     """The PNG part pool is started by an encoding worker, whose niceness its threads inherit: they still run
     FILE_WORK_NICENESS below the main thread, not twice that."""
-    def niceness() -> int:
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
     def nested() -> int:
         return worker_pool("esr-test-nested-inner", 1, file_work=True).submit(niceness).result(timeout=30)
 
